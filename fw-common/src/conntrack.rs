@@ -1,0 +1,490 @@
+//! Connection tracking: the table layout and the state machine.
+//!
+//! fw guards a host, so every packet it sees has one local end: the
+//! destination on ingress, the source on egress. Keys are therefore stored
+//! as (local, remote) rather than (source, destination), and one entry with
+//! one lookup serves both directions of a flow.
+//!
+//! The TCP transitions follow netfilter's `tcp_conntracks` table
+//! (net/netfilter/nf_conntrack_proto_tcp.c); sequence-window checks are not
+//! part of this table.
+
+use crate::Direction;
+
+/// Key of `FW_CONNTRACK`. Zero-initialise before filling: the padding is
+/// part of the hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Local address; IPv4 uses the first word, the rest stay zero.
+    pub local: [u32; 4],
+    pub remote: [u32; 4],
+    /// Host byte order. For ICMP echo both hold the echo identifier.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    /// `family::IPV4` or `family::IPV6`.
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<CtKey>() == 40);
+
+/// Value of `FW_CONNTRACK`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// Datapath clock (monotonic ns plus `FwConfig::clock_offset_ns`).
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// `[original, reply]`.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// A `CtState`.
+    pub state: u8,
+    /// The `Direction` of the packet that opened the flow: ingress means a
+    /// remote peer connected to us.
+    pub origin: u8,
+    /// `CT_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad0: u8,
+    /// 1-based rule that admitted the flow, 0 for a default policy.
+    pub rule: u16,
+    pub _pad1: [u8; 2],
+}
+const _: () = assert!(size_of::<CtEntry>() == 56);
+
+/// A packet in the reply direction has been seen (netfilter's SEEN_REPLY).
+pub const CT_FLAG_SEEN_REPLY: u8 = 1;
+/// Created by the loader from the kernel's socket table, for a connection
+/// that was open before the firewall was loaded.
+pub const CT_FLAG_ADOPTED: u8 = 2;
+
+/// Connection states. TCP values mirror netfilter's names.
+///
+/// Append-only: never renumber; retire a value by renaming it `Reserved…`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtState {
+    None = 0,
+    TcpSynSent = 1,
+    TcpSynRecv = 2,
+    TcpEstablished = 3,
+    TcpFinWait = 4,
+    TcpCloseWait = 5,
+    TcpLastAck = 6,
+    TcpTimeWait = 7,
+    TcpClose = 8,
+    TcpSynSent2 = 9,
+    UdpUnreplied = 10,
+    UdpReplied = 11,
+    IcmpUnreplied = 12,
+    IcmpReplied = 13,
+}
+
+impl CtState {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::TcpSynSent,
+            2 => Self::TcpSynRecv,
+            3 => Self::TcpEstablished,
+            4 => Self::TcpFinWait,
+            5 => Self::TcpCloseWait,
+            6 => Self::TcpLastAck,
+            7 => Self::TcpTimeWait,
+            8 => Self::TcpClose,
+            9 => Self::TcpSynSent2,
+            10 => Self::UdpUnreplied,
+            11 => Self::UdpReplied,
+            12 => Self::IcmpUnreplied,
+            13 => Self::IcmpReplied,
+            _ => Self::None,
+        }
+    }
+
+    /// How long an entry in this state lives without traffic, in seconds.
+    /// The values are netfilter's defaults.
+    #[must_use]
+    pub const fn timeout_secs(self) -> u64 {
+        match self {
+            Self::None => 0,
+            Self::TcpSynSent | Self::TcpSynSent2 => 120,
+            Self::TcpSynRecv => 60,
+            Self::TcpEstablished => 432_000,
+            Self::TcpFinWait | Self::TcpTimeWait => 120,
+            Self::TcpCloseWait => 60,
+            Self::TcpLastAck => 30,
+            Self::TcpClose => 10,
+            Self::UdpUnreplied => 30,
+            Self::UdpReplied => 120,
+            Self::IcmpUnreplied | Self::IcmpReplied => 30,
+        }
+    }
+
+    #[must_use]
+    pub const fn timeout_ns(self) -> u64 {
+        self.timeout_secs() * 1_000_000_000
+    }
+
+    /// Name as `conntrack -L` prints it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::TcpSynSent => "SYN_SENT",
+            Self::TcpSynRecv => "SYN_RECV",
+            Self::TcpEstablished => "ESTABLISHED",
+            Self::TcpFinWait => "FIN_WAIT",
+            Self::TcpCloseWait => "CLOSE_WAIT",
+            Self::TcpLastAck => "LAST_ACK",
+            Self::TcpTimeWait => "TIME_WAIT",
+            Self::TcpClose => "CLOSE",
+            Self::TcpSynSent2 => "SYN_SENT2",
+            Self::UdpUnreplied => "UNREPLIED",
+            Self::UdpReplied => "REPLIED",
+            Self::IcmpUnreplied => "UNREPLIED",
+            Self::IcmpReplied => "REPLIED",
+        }
+    }
+}
+
+/// Has `entry` outlived its state's timeout at `now_ns`?
+#[must_use]
+pub const fn is_expired(entry: &CtEntry, now_ns: u64) -> bool {
+    now_ns.saturating_sub(entry.last_seen_ns) > CtState::from_u8(entry.state).timeout_ns()
+}
+
+/// Is the packet travelling in the flow's original direction?
+#[must_use]
+pub const fn is_original(entry: &CtEntry, dir: Direction) -> bool {
+    entry.origin == dir as u8
+}
+
+/// TCP flag bits as they sit in byte 13 of the TCP header.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// Is this flag combination one a real TCP stack sends? PSH, ECE and CWR
+/// are always allowed; everything else must be one of netfilter's valid
+/// combinations. NULL, XMAS, SYN+FIN, SYN+RST and bare FIN are not.
+#[must_use]
+pub const fn tcp_flags_valid(flags: u8) -> bool {
+    use tcp_flags::{ACK, FIN, RST, SYN, URG};
+    let f = flags & (FIN | SYN | RST | ACK | URG);
+    matches!(
+        f,
+        x if x == SYN
+            || x == SYN | URG
+            || x == SYN | ACK
+            || x == RST
+            || x == RST | ACK
+            || x == FIN | ACK
+            || x == FIN | ACK | URG
+            || x == ACK
+            || x == ACK | URG
+    )
+}
+
+/// May this TCP packet open a new connection? Only a pure SYN (SYN set;
+/// ACK, FIN and RST clear), as iptables' `--syn`. ECN bits are allowed.
+#[must_use]
+pub const fn tcp_is_pure_syn(flags: u8) -> bool {
+    use tcp_flags::{ACK, FIN, RST, SYN};
+    flags & (SYN | ACK | FIN | RST) == SYN
+}
+
+/// The packet classes of netfilter's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpEvent {
+    Syn = 0,
+    SynAck = 1,
+    Fin = 2,
+    Ack = 3,
+    Rst = 4,
+    None = 5,
+}
+
+#[must_use]
+pub const fn tcp_event(flags: u8) -> TcpEvent {
+    use tcp_flags::{ACK, FIN, RST, SYN};
+    if flags & RST != 0 {
+        TcpEvent::Rst
+    } else if flags & SYN != 0 {
+        if flags & ACK != 0 {
+            TcpEvent::SynAck
+        } else {
+            TcpEvent::Syn
+        }
+    } else if flags & FIN != 0 {
+        TcpEvent::Fin
+    } else if flags & ACK != 0 {
+        TcpEvent::Ack
+    } else {
+        TcpEvent::None
+    }
+}
+
+/// Outcome of feeding one TCP packet to a flow's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpStep {
+    /// Accept and move to this state.
+    To(CtState),
+    /// Accept without changing state (netfilter's sIG: may be valid, the
+    /// receiver will answer with RST or SYN/ACK if it is not).
+    Ignore,
+    /// Drop without touching the entry.
+    Invalid,
+}
+
+// Shorthands for the transition table. Columns are indexed by the state's
+// own value, so netfilter's order sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW,
+// sCL, sS2 is columns 0..=9.
+const S_SS: u8 = CtState::TcpSynSent as u8;
+const S_SR: u8 = CtState::TcpSynRecv as u8;
+const S_ES: u8 = CtState::TcpEstablished as u8;
+const S_FW: u8 = CtState::TcpFinWait as u8;
+const S_CW: u8 = CtState::TcpCloseWait as u8;
+const S_LA: u8 = CtState::TcpLastAck as u8;
+const S_TW: u8 = CtState::TcpTimeWait as u8;
+const S_CL: u8 = CtState::TcpClose as u8;
+const S_S2: u8 = CtState::TcpSynSent2 as u8;
+const S_IV: u8 = 0xfe;
+const S_IG: u8 = 0xff;
+/// Columns 10..=15 (non-TCP states) are invalid. Rows are padded to 16 so
+/// that any 4-bit index is in bounds: the verifier can prove that, it
+/// cannot follow the compiler's range reasoning about `CtState`.
+const fn row(cols: [u8; 10]) -> [u8; 16] {
+    let mut r = [S_IV; 16];
+    let mut i = 0;
+    while i < 10 {
+        r[i] = cols[i];
+        i += 1;
+    }
+    r
+}
+
+/// `[original=0 / reply=1][TcpEvent][state]`.
+const TCP_TABLE: [[[u8; 16]; 6]; 2] = [
+    // ORIGINAL     sNO   sSS   sSR   sES   sFW   sCW   sLA   sTW   sCL   sS2
+    [
+        /* syn    */ row([S_SS, S_SS, S_IG, S_IG, S_IG, S_IG, S_IG, S_SS, S_SS, S_S2]),
+        /* synack */ row([S_IV, S_IV, S_SR, S_IV, S_IV, S_IV, S_IV, S_IV, S_IV, S_SR]),
+        /* fin    */ row([S_IV, S_IV, S_FW, S_FW, S_LA, S_LA, S_LA, S_TW, S_CL, S_IV]),
+        /* ack    */ row([S_ES, S_IV, S_ES, S_ES, S_CW, S_CW, S_TW, S_TW, S_CL, S_IV]),
+        /* rst    */ row([S_IV, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL]),
+        /* none   */ [S_IV; 16],
+    ],
+    // REPLY        sNO   sSS   sSR   sES   sFW   sCW   sLA   sTW   sCL   sS2
+    [
+        /* syn    */ row([S_IV, S_S2, S_IV, S_IV, S_IV, S_IV, S_IV, S_SS, S_IV, S_S2]),
+        /* synack */ row([S_IV, S_SR, S_IG, S_IG, S_IG, S_IG, S_IG, S_IG, S_IG, S_SR]),
+        /* fin    */ row([S_IV, S_IV, S_FW, S_FW, S_LA, S_LA, S_LA, S_TW, S_CL, S_IV]),
+        /* ack    */ row([S_IV, S_IG, S_SR, S_ES, S_CW, S_CW, S_TW, S_TW, S_CL, S_IG]),
+        /* rst    */ row([S_IV, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL]),
+        /* none   */ [S_IV; 16],
+    ],
+];
+
+/// Feed one packet with TCP `flags`, travelling in the original direction
+/// or not, to a flow in `state` (`CtState::None` for a flow not yet known).
+#[must_use]
+pub const fn tcp_transition(state: CtState, original: bool, flags: u8) -> TcpStep {
+    tcp_transition_raw(state as u8, original, flags)
+}
+
+/// `tcp_transition` on the state byte as stored in a `CtEntry`. The kernel
+/// calls this form: masking a byte of unknown range is something the
+/// verifier can follow, a `CtState` the compiler has reasoned about is not.
+#[must_use]
+pub const fn tcp_transition_raw(state: u8, original: bool, flags: u8) -> TcpStep {
+    if !tcp_flags_valid(flags) {
+        return TcpStep::Invalid;
+    }
+    let dir = if original { 0 } else { 1 };
+    let next = TCP_TABLE[dir][tcp_event(flags) as usize][(state & 15) as usize];
+    match next {
+        S_IV => TcpStep::Invalid,
+        S_IG => TcpStep::Ignore,
+        s => TcpStep::To(CtState::from_u8(s)),
+    }
+}
+
+/// State of a UDP or ICMP-echo flow after a packet in the given direction.
+#[must_use]
+pub const fn datagram_transition(state: CtState, original: bool) -> CtState {
+    match (state, original) {
+        (CtState::UdpUnreplied, false) => CtState::UdpReplied,
+        (CtState::IcmpUnreplied, false) => CtState::IcmpReplied,
+        (s, _) => s,
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtEntry {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
+
+    #[test]
+    fn flag_combinations_match_netfilter() {
+        for ok in [
+            SYN,
+            SYN | ACK,
+            ACK,
+            ACK | PSH,
+            FIN | ACK,
+            RST,
+            RST | ACK,
+            SYN | ECE | CWR,
+            ACK | URG,
+        ] {
+            assert!(tcp_flags_valid(ok), "{ok:#04x} should be valid");
+        }
+        for bad in [
+            0,
+            FIN,
+            SYN | FIN,
+            SYN | RST,
+            FIN | PSH | URG,
+            0x3f,
+            FIN | RST | ACK,
+            SYN | FIN | ACK,
+        ] {
+            assert!(!tcp_flags_valid(bad), "{bad:#04x} should be invalid");
+        }
+    }
+
+    #[test]
+    fn only_a_pure_syn_opens() {
+        assert!(tcp_is_pure_syn(SYN));
+        assert!(tcp_is_pure_syn(SYN | ECE | CWR));
+        assert!(!tcp_is_pure_syn(SYN | ACK));
+        assert!(!tcp_is_pure_syn(SYN | FIN));
+        assert!(!tcp_is_pure_syn(ACK));
+    }
+
+    /// Walk a whole connection: handshake, data, FIN from each side.
+    #[test]
+    fn full_connection_lifecycle() {
+        use CtState::*;
+        let mut s = CtState::None;
+        let steps: [(bool, u8, CtState); 8] = [
+            (true, SYN, TcpSynSent),
+            (false, SYN | ACK, TcpSynRecv),
+            (true, ACK, TcpEstablished),
+            (true, ACK | PSH, TcpEstablished),
+            (false, ACK, TcpEstablished),
+            (true, FIN | ACK, TcpFinWait),
+            (false, FIN | ACK, TcpLastAck),
+            (true, ACK, TcpTimeWait),
+        ];
+        for (orig, flags, want) in steps {
+            match tcp_transition(s, orig, flags) {
+                TcpStep::To(next) => s = next,
+                other => panic!("{s:?} + {flags:#04x} (orig={orig}) gave {other:?}"),
+            }
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn invalid_and_ignored_packets() {
+        use CtState::*;
+        // ACK before any state: netfilter would pick it up; we never reach
+        // the table for it (only a pure SYN creates state), and SYN_SENT
+        // rejects an ACK from the opener.
+        assert_eq!(tcp_transition(TcpSynSent, true, ACK), TcpStep::Invalid);
+        // The opener cannot send SYN/ACK.
+        assert_eq!(
+            tcp_transition(TcpSynSent, true, SYN | ACK),
+            TcpStep::Invalid
+        );
+        // A retransmitted SYN/ACK is ignored.
+        assert_eq!(
+            tcp_transition(TcpEstablished, false, SYN | ACK),
+            TcpStep::Ignore
+        );
+        // SYN inside an established flow is ignored (the peer answers RST).
+        assert_eq!(tcp_transition(TcpEstablished, true, SYN), TcpStep::Ignore);
+        // Flag garbage is invalid whatever the state.
+        assert_eq!(
+            tcp_transition(TcpEstablished, true, SYN | FIN),
+            TcpStep::Invalid
+        );
+        assert_eq!(tcp_transition(TcpEstablished, true, 0), TcpStep::Invalid);
+    }
+
+    #[test]
+    fn rst_closes_and_time_wait_reopens() {
+        use CtState::*;
+        assert_eq!(
+            tcp_transition(TcpEstablished, false, RST),
+            TcpStep::To(TcpClose)
+        );
+        assert_eq!(
+            tcp_transition(TcpSynSent, false, RST | ACK),
+            TcpStep::To(TcpClose)
+        );
+        assert_eq!(
+            tcp_transition(TcpTimeWait, true, SYN),
+            TcpStep::To(TcpSynSent)
+        );
+        assert_eq!(tcp_transition(TcpClose, true, SYN), TcpStep::To(TcpSynSent));
+    }
+
+    #[test]
+    fn simultaneous_open() {
+        use CtState::*;
+        assert_eq!(
+            tcp_transition(TcpSynSent, false, SYN),
+            TcpStep::To(TcpSynSent2)
+        );
+        assert_eq!(
+            tcp_transition(TcpSynSent2, true, SYN | ACK),
+            TcpStep::To(TcpSynRecv)
+        );
+    }
+
+    #[test]
+    fn datagram_flows_become_replied() {
+        assert_eq!(
+            datagram_transition(CtState::UdpUnreplied, true),
+            CtState::UdpUnreplied
+        );
+        assert_eq!(
+            datagram_transition(CtState::UdpUnreplied, false),
+            CtState::UdpReplied
+        );
+        assert_eq!(
+            datagram_transition(CtState::IcmpUnreplied, false),
+            CtState::IcmpReplied
+        );
+    }
+
+    #[test]
+    fn expiry_uses_state_timeouts() {
+        let mut e = CtEntry {
+            state: CtState::TcpSynSent as u8,
+            last_seen_ns: 1_000,
+            ..CtEntry::default()
+        };
+        assert!(!is_expired(&e, 1_000 + 120 * 1_000_000_000));
+        assert!(is_expired(&e, 1_001 + 120 * 1_000_000_000));
+        e.state = CtState::TcpEstablished as u8;
+        assert!(!is_expired(&e, 1_000 + 86_400 * 1_000_000_000));
+        // A clock that went backwards never expires an entry.
+        assert!(!is_expired(&e, 0));
+    }
+}

@@ -1,0 +1,97 @@
+//! Per-CPU packet/byte counters indexed by direction and outcome.
+
+/// What happened to a packet. The index into `FW_COUNTERS` is
+/// `direction * Counter::SLOTS + counter`.
+///
+/// Append-only: never renumber; retire a value by renaming it `Reserved…`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not IPv4/IPv6 (ARP, LLDP …): passed untouched, like netfilter.
+    PassNonIp = 0,
+    /// Part of a tracked flow.
+    AcceptEstablished = 1,
+    /// New flow accepted by a rule.
+    AcceptRule = 2,
+    /// New flow accepted by the direction's default policy.
+    AcceptDefault = 3,
+    /// IPv6 neighbour discovery (hop limit 255), accepted before the rules.
+    AcceptNeighborDiscovery = 4,
+    /// Truncated or malformed headers.
+    DropMalformed = 5,
+    /// Loopback addresses on a non-loopback interface.
+    DropSpoofed = 6,
+    /// No connection and not a valid start of one (ACK without state, bad flags …).
+    DropInvalid = 7,
+    /// New flow dropped by a rule.
+    DropRule = 8,
+    /// New flow dropped by the direction's default policy.
+    DropDefault = 9,
+    /// Non-first IP fragment: no layer-4 header to classify.
+    DropFragment = 10,
+    /// Could not create a connection-table entry.
+    DropTableFull = 11,
+}
+
+impl Counter {
+    /// Room per direction, so counters can be appended without a new layout.
+    pub const SLOTS: u32 = 32;
+    /// Total entries in `FW_COUNTERS`.
+    pub const MAP_ENTRIES: u32 = Self::SLOTS * 2;
+
+    pub const ALL: [Self; 12] = [
+        Self::PassNonIp,
+        Self::AcceptEstablished,
+        Self::AcceptRule,
+        Self::AcceptDefault,
+        Self::AcceptNeighborDiscovery,
+        Self::DropMalformed,
+        Self::DropSpoofed,
+        Self::DropInvalid,
+        Self::DropRule,
+        Self::DropDefault,
+        Self::DropFragment,
+        Self::DropTableFull,
+    ];
+
+    #[must_use]
+    pub const fn index(self, dir: crate::Direction) -> u32 {
+        dir as u32 * Self::SLOTS + self as u32
+    }
+
+    #[must_use]
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= Self::DropMalformed as u32
+    }
+
+    /// Stable name used by `fw-user status` and its JSON output.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PassNonIp => "pass-non-ip",
+            Self::AcceptEstablished => "accept-established",
+            Self::AcceptRule => "accept-rule",
+            Self::AcceptDefault => "accept-default",
+            Self::AcceptNeighborDiscovery => "accept-neighbor-discovery",
+            Self::DropMalformed => "drop-malformed",
+            Self::DropSpoofed => "drop-spoofed",
+            Self::DropInvalid => "drop-invalid",
+            Self::DropRule => "drop-rule",
+            Self::DropDefault => "drop-default",
+            Self::DropFragment => "drop-fragment",
+            Self::DropTableFull => "drop-table-full",
+        }
+    }
+}
+
+/// One counter cell (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<CounterValue>() == 16);
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CounterValue {}

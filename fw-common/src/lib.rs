@@ -1,0 +1,62 @@
+//! Everything that crosses the kernel/user boundary of fw: map names, map
+//! value layouts, verdict and reason codes, and the connection-tracking
+//! state machine that both sides must agree on.
+//!
+//! Rules for this crate (see `docs/architecture.md`):
+//! - every shared type is `#[repr(C)]`, `Copy`, has explicit padding and a
+//!   size assertion, so the kernel and the loader can never disagree;
+//! - shared enums have explicit discriminants and are append-only: never
+//!   renumber, retire a value by renaming it `Reserved…`.
+#![no_std]
+
+pub mod config;
+pub mod conntrack;
+pub mod counters;
+pub mod maps;
+pub mod policy;
+
+/// Which hook saw the packet. Also the index of the per-direction halves of
+/// the policy and counter maps.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// XDP on a guarded interface: the packet is arriving at the host.
+    Ingress = 0,
+    /// TC egress on a guarded interface: the host is sending the packet.
+    Egress = 1,
+}
+
+impl Direction {
+    pub const COUNT: usize = 2;
+
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Ingress),
+            1 => Some(Self::Egress),
+            _ => None,
+        }
+    }
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "input",
+            Self::Egress => "output",
+        }
+    }
+}
+
+/// IP protocol numbers fw understands at layer 4.
+pub mod ipproto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Address families as stored in connection keys.
+pub mod family {
+    pub const IPV4: u8 = 4;
+    pub const IPV6: u8 = 6;
+}

@@ -1,0 +1,18 @@
+//! Names of the BPF maps and programs. The loader finds them by these names
+//! in the object file and pins them under `<pin-path>/maps/<NAME>`.
+
+pub const CONFIG: &str = "FW_CONFIG";
+pub const POLICY: &str = "FW_POLICY";
+pub const PORTS: &str = "FW_PORTS";
+pub const CONNTRACK: &str = "FW_CONNTRACK";
+pub const COUNTERS: &str = "FW_COUNTERS";
+
+/// Every map the loader pins, in a stable order.
+pub const ALL: [&str; 5] = [CONFIG, POLICY, PORTS, CONNTRACK, COUNTERS];
+
+pub const PROG_INGRESS: &str = "fw_ingress";
+pub const PROG_EGRESS: &str = "fw_egress";
+
+/// Default capacity of the connection table. The map is an LRU hash, so a
+/// full table evicts the least recently used entry instead of failing.
+pub const CONNTRACK_MAX_ENTRIES: u32 = 65_536;

@@ -1,0 +1,87 @@
+//! The connection table in the datapath: key building, lookup with lazy
+//! expiry, and entry creation. The state machine itself is in
+//! `fw_common::conntrack`, shared with the host tests.
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use fw_common::{
+    Direction,
+    conntrack::{CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, is_expired},
+};
+
+use crate::{maps::FW_CONNTRACK, parse::Headers};
+
+/// Build the (local, remote) key of the flow `h` belongs to, seen from `dir`.
+#[inline(always)]
+pub fn flow_key(h: &Headers, dir: Direction, local_port: u16, remote_port: u16) -> CtKey {
+    let mut key = CtKey::default();
+    let (local, remote) = match dir {
+        Direction::Ingress => (h.dst, h.src),
+        Direction::Egress => (h.src, h.dst),
+    };
+    key.local = local;
+    key.remote = remote;
+    key.local_port = local_port;
+    key.remote_port = remote_port;
+    key.proto = h.proto;
+    key.family = h.family;
+    key
+}
+
+/// The live entry for `key`, reclaiming it if it has expired.
+#[inline(always)]
+pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
+    let entry = FW_CONNTRACK.get_ptr_mut(key)?;
+    // SAFETY: the map returned a valid pointer to a value of this type.
+    if is_expired(unsafe { &*entry }, now) {
+        let _ = FW_CONNTRACK.remove(key);
+        return None;
+    }
+    Some(entry)
+}
+
+/// Record a packet on an existing entry.
+#[inline(always)]
+pub fn touch(entry: *mut CtEntry, original: bool, state: CtState, now: u64, bytes: u64) {
+    // SAFETY: pointer from a map lookup. Concurrent updates from other CPUs
+    // may race; the worst outcome is a slightly stale counter or timestamp.
+    let e = unsafe { &mut *entry };
+    let i = if original { 0 } else { 1 };
+    e.packets[i] += 1;
+    e.bytes[i] += bytes;
+    e.last_seen_ns = now;
+    e.state = state as u8;
+    if !original {
+        e.flags |= CT_FLAG_SEEN_REPLY;
+    }
+}
+
+/// Create the entry for a new flow the policy accepted. `Err` when the
+/// table refused the insert.
+#[inline(always)]
+pub fn create(
+    key: &CtKey,
+    dir: Direction,
+    state: CtState,
+    rule: u16,
+    now: u64,
+    bytes: u64,
+) -> Result<(), ()> {
+    let entry = CtEntry {
+        created_ns: now,
+        last_seen_ns: now,
+        packets: [1, 0],
+        bytes: [bytes, 0],
+        state: state as u8,
+        origin: dir as u8,
+        flags: 0,
+        _pad0: 0,
+        rule,
+        _pad1: [0; 2],
+    };
+    match FW_CONNTRACK.insert(key, &entry, u64::from(BPF_NOEXIST)) {
+        Ok(()) => Ok(()),
+        // Another CPU created the same flow a moment ago: it is tracked.
+        Err(e) if e == -17 => Ok(()),
+        Err(_) => Err(()),
+    }
+}

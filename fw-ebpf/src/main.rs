@@ -1,0 +1,64 @@
+//! Entry points. Each program only adapts its context and maps the
+//! pipeline's verdict to the hook's return code; the logic lives in the
+//! modules below (see docs/architecture.md for the stage order).
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod maps;
+mod parse;
+mod pipeline;
+mod policy;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use fw_common::Direction;
+
+use crate::{parse::Packet, pipeline::Verdict};
+
+/// Ingress: every frame arriving on a guarded interface.
+#[xdp]
+pub fn fw_ingress(ctx: XdpContext) -> u32 {
+    let len = ctx.data_end() - ctx.data();
+    let pkt = Packet::new(ctx.data(), ctx.data_end(), len);
+    match pipeline::process(&pkt, Direction::Ingress) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+/// Bytes of headers egress must see in the linear part of the skb: Ethernet,
+/// two VLAN tags, IPv6 with extension headers and TCP with options.
+const EGRESS_PULL: u32 = 256;
+
+/// Egress: every packet the host sends out of a guarded interface.
+#[classifier]
+pub fn fw_egress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    // Locally built packets may keep headers outside the linear area;
+    // pull them in so the parser sees them (no-op when already linear).
+    let want = if len < EGRESS_PULL { len } else { EGRESS_PULL };
+    if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
+        // Cannot see the headers: let the packet go rather than break the
+        // host's own traffic; it is counted as passed by nothing.
+        return TC_ACT_OK;
+    }
+    let pkt = Packet::new(ctx.data(), ctx.data_end(), len as usize);
+    match pipeline::process(&pkt, Direction::Egress) {
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

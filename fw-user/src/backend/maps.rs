@@ -1,0 +1,285 @@
+//! Typed access to the datapath's maps, for the loader, `status` and tests.
+
+use std::{collections::BTreeMap, path::Path};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+};
+use fw_common::{
+    Direction,
+    config::{ABI_VERSION, FwConfig},
+    conntrack::{CtEntry, CtKey, CtState, is_expired},
+    counters::{Counter, CounterValue},
+    maps,
+    policy::{GENERATIONS, PolicyHeader, PortProto, PortVerdict, port_index},
+};
+
+use crate::{
+    error::{Error, Result},
+    policy::CompiledPolicy,
+};
+
+/// `bpf_map_update_elem` flag: create only, never overwrite.
+const BPF_NOEXIST: u64 = 1;
+
+/// Handles on every map of one loaded firewall.
+pub struct FwMaps {
+    pub config: Array<MapData, FwConfig>,
+    pub policy: Array<MapData, PolicyHeader>,
+    pub ports: Array<MapData, PortVerdict>,
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub counters: PerCpuArray<MapData, CounterValue>,
+}
+
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(map: Map, name: &str) -> Result<T> {
+    T::try_from(map).map_err(|e| Error::bpf(format!("map `{name}` has an unexpected type"), e))
+}
+
+impl FwMaps {
+    /// Take the maps out of a freshly loaded object (programs keep their
+    /// own references, so they go on working).
+    ///
+    /// # Errors
+    /// A map is missing from the object or has the wrong type.
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &str| {
+            ebpf.take_map(name).ok_or_else(|| {
+                Error::bpf(
+                    format!("map `{name}` is missing from the kernel object"),
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )
+            })
+        };
+        Ok(Self {
+            config: typed(take(maps::CONFIG)?, maps::CONFIG)?,
+            policy: typed(take(maps::POLICY)?, maps::POLICY)?,
+            ports: typed(take(maps::PORTS)?, maps::PORTS)?,
+            conntrack: typed(take(maps::CONNTRACK)?, maps::CONNTRACK)?,
+            counters: typed(take(maps::COUNTERS)?, maps::COUNTERS)?,
+        })
+    }
+
+    /// Open the maps pinned in `dir`.
+    ///
+    /// # Errors
+    /// A pin is missing or is not the map fw expects.
+    pub fn open_pinned(dir: &Path) -> Result<Self> {
+        let open = |name: &str| -> Result<Map> {
+            let data = MapData::from_pin(dir.join(name)).map_err(|e| {
+                Error::bpf(
+                    format!("cannot open pinned map `{}`", dir.join(name).display()),
+                    e,
+                )
+            })?;
+            Map::from_map_data(data)
+                .map_err(|e| Error::bpf(format!("pinned map `{name}` is not usable"), e))
+        };
+        Ok(Self {
+            config: typed(open(maps::CONFIG)?, maps::CONFIG)?,
+            policy: typed(open(maps::POLICY)?, maps::POLICY)?,
+            ports: typed(open(maps::PORTS)?, maps::PORTS)?,
+            conntrack: typed(open(maps::CONNTRACK)?, maps::CONNTRACK)?,
+            counters: typed(open(maps::COUNTERS)?, maps::COUNTERS)?,
+        })
+    }
+
+    /// # Errors
+    /// The map could not be read.
+    pub fn config(&self) -> Result<FwConfig> {
+        self.config
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("cannot read `FW_CONFIG`", e))
+    }
+
+    fn set_config(&mut self, cfg: FwConfig) -> Result<()> {
+        self.config
+            .set(0, cfg, 0)
+            .map_err(|e| Error::bpf("cannot write `FW_CONFIG`", e))
+    }
+
+    /// Has a policy ever been installed in these maps?
+    ///
+    /// # Errors
+    /// The map could not be read.
+    pub fn is_initialised(&self) -> Result<bool> {
+        Ok(self.config()?.abi_version != 0)
+    }
+
+    /// The header of the policy in force.
+    ///
+    /// # Errors
+    /// The map could not be read.
+    pub fn active_header(&self) -> Result<PolicyHeader> {
+        let generation = self.config()?.active_gen & 1;
+        self.policy
+            .get(&generation, 0)
+            .map_err(|e| Error::bpf("cannot read `FW_POLICY`", e))
+    }
+
+    /// Write `compiled` into the generation not in force, then switch the
+    /// datapath to it with one map write. Returns the generation now active.
+    /// Packets see either the old or the new policy, never a mix.
+    ///
+    /// # Errors
+    /// A map write failed; the policy in force is then unchanged.
+    pub fn install(&mut self, compiled: &CompiledPolicy) -> Result<u32> {
+        let mut cfg = self.config()?;
+        let target = if cfg.abi_version == 0 {
+            0
+        } else {
+            (cfg.active_gen + 1) % GENERATIONS
+        };
+        for dir in [Direction::Ingress, Direction::Egress] {
+            for proto in [PortProto::Tcp, PortProto::Udp] {
+                for port in 0..=u16::MAX {
+                    let v = compiled.port_verdict(dir, proto, port);
+                    self.ports
+                        .set(port_index(target, dir, proto, port), v, 0)
+                        .map_err(|e| Error::bpf("cannot write `FW_PORTS`", e))?;
+                }
+            }
+        }
+        self.policy
+            .set(target, compiled.header, 0)
+            .map_err(|e| Error::bpf("cannot write `FW_POLICY`", e))?;
+        cfg.active_gen = target;
+        cfg.abi_version = ABI_VERSION;
+        self.set_config(cfg)?;
+        Ok(target)
+    }
+
+    /// Go back to the other generation (used to undo `install`).
+    ///
+    /// # Errors
+    /// The map write failed.
+    pub fn flip_back(&mut self) -> Result<()> {
+        let mut cfg = self.config()?;
+        cfg.active_gen = (cfg.active_gen + 1) % GENERATIONS;
+        self.set_config(cfg)
+    }
+
+    /// Move the datapath clock (tests only: exercises timeouts).
+    ///
+    /// # Errors
+    /// The map write failed.
+    pub fn set_clock_offset(&mut self, offset_ns: u64) -> Result<()> {
+        let mut cfg = self.config()?;
+        cfg.clock_offset_ns = offset_ns;
+        self.set_config(cfg)
+    }
+
+    /// Insert entries unless the flow is already tracked. Returns how many
+    /// were added.
+    ///
+    /// # Errors
+    /// A map write failed for another reason than an existing entry.
+    pub fn adopt(&mut self, entries: &[(CtKey, CtEntry)]) -> Result<usize> {
+        let mut added = 0;
+        for (key, entry) in entries {
+            match self.conntrack.insert(key, entry, BPF_NOEXIST) {
+                Ok(()) => added += 1,
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(Error::bpf("cannot write `FW_CONNTRACK`", e)),
+            }
+        }
+        Ok(added)
+    }
+
+    /// Every entry of the connection table (a snapshot; the datapath keeps
+    /// changing it).
+    ///
+    /// # Errors
+    /// The map could not be read.
+    pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+        self.conntrack
+            .iter()
+            .filter_map(|r| match r {
+                Ok(kv) => Some(Ok(kv)),
+                // An entry deleted while we walk the table: skip it.
+                Err(aya::maps::MapError::KeyNotFound) => None,
+                Err(e) => Some(Err(Error::bpf("cannot read `FW_CONNTRACK`", e))),
+            })
+            .collect()
+    }
+
+    /// Entries per state name, for `status`.
+    ///
+    /// # Errors
+    /// The map could not be read.
+    pub fn conntrack_summary(&self) -> Result<BTreeMap<&'static str, usize>> {
+        let mut by_state = BTreeMap::new();
+        for (_, e) in self.conntrack_entries()? {
+            *by_state
+                .entry(CtState::from_u8(e.state).name())
+                .or_insert(0) += 1;
+        }
+        Ok(by_state)
+    }
+
+    /// Remove entries that have outlived their timeout. Returns how many.
+    ///
+    /// # Errors
+    /// The map could not be read.
+    pub fn sweep(&mut self, now_ns: u64) -> Result<usize> {
+        let expired: Vec<CtKey> = self
+            .conntrack_entries()?
+            .into_iter()
+            .filter(|(_, e)| is_expired(e, now_ns))
+            .map(|(k, _)| k)
+            .collect();
+        // An entry the datapath refreshed or removed meanwhile is fine to miss.
+        Ok(expired
+            .iter()
+            .filter(|k| self.conntrack.remove(k).is_ok())
+            .count())
+    }
+
+    /// Counters summed over CPUs.
+    ///
+    /// # Errors
+    /// The map could not be read.
+    pub fn counters(&self) -> Result<Vec<(Direction, Counter, CounterValue)>> {
+        let mut out = Vec::new();
+        for dir in [Direction::Ingress, Direction::Egress] {
+            for c in Counter::ALL {
+                let per_cpu = self
+                    .counters
+                    .get(&c.index(dir), 0)
+                    .map_err(|e| Error::bpf("cannot read `FW_COUNTERS`", e))?;
+                let sum = per_cpu
+                    .iter()
+                    .fold(CounterValue::default(), |acc, v| CounterValue {
+                        packets: acc.packets + v.packets,
+                        bytes: acc.bytes + v.bytes,
+                    });
+                out.push((dir, c, sum));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One counter, summed over CPUs.
+    ///
+    /// # Errors
+    /// The map could not be read.
+    pub fn counter(&self, dir: Direction, c: Counter) -> Result<CounterValue> {
+        Ok(self
+            .counters()?
+            .into_iter()
+            .find(|(d, k, _)| *d == dir && *k == c)
+            .map(|(_, _, v)| v)
+            .unwrap_or_default())
+    }
+}
+
+/// The datapath's clock now: the kernel's monotonic clock, as
+/// `bpf_ktime_get_ns` reads it.
+#[must_use]
+pub fn monotonic_now_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(ts.tv_nsec()).unwrap_or(0)
+}

@@ -1,0 +1,8 @@
+//! Ways of putting a policy into the kernel. `xdp` is the eBPF datapath
+//! (XDP ingress, TC egress); `maps` is its typed view of the pinned maps.
+
+pub mod maps;
+pub mod xdp;
+
+/// The compiled kernel programs, embedded at build time by `build.rs`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fw"));

@@ -1,0 +1,32 @@
+//! One module per subcommand.
+
+pub mod check;
+pub mod load;
+pub mod status;
+pub mod unload;
+
+use std::{fs, path::Path};
+
+use crate::{
+    error::{Error, Result},
+    policy::{self, DEFAULT_POLICY, DEFAULT_POLICY_NAME, Policy},
+};
+
+/// Read and validate the policy at `path`, or the built-in one. Returns the
+/// policy and the name to show for it.
+pub(crate) fn read_policy(path: Option<&Path>) -> Result<(Policy, String)> {
+    match path {
+        None => Ok((
+            policy::parse(DEFAULT_POLICY, DEFAULT_POLICY_NAME)?,
+            DEFAULT_POLICY_NAME.to_string(),
+        )),
+        Some(path) => {
+            let text = fs::read_to_string(path).map_err(|source| Error::ReadPolicy {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let name = path.display().to_string();
+            Ok((policy::parse(&text, &name)?, name))
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `fw-user status`: attachment, policy, connection table and counters.
+
+use std::collections::BTreeMap;
+
+use fw_common::{config::ABI_VERSION, maps::CONNTRACK_MAX_ENTRIES, policy::Action};
+use serde::Serialize;
+
+use crate::{
+    backend::{maps::FwMaps, xdp},
+    error::{Error, Result},
+    ifaces,
+    pin::PinLayout,
+};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub backend: &'static str,
+    pub pin_path: String,
+    pub generation: u32,
+    pub policy_fingerprint: String,
+    pub defaults: BTreeMap<&'static str, &'static str>,
+    pub rules: BTreeMap<&'static str, u16>,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub conntrack: ConntrackStatus,
+    pub counters: Vec<CounterStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub present: bool,
+    pub xdp: String,
+    pub tc_egress: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConntrackStatus {
+    pub entries: usize,
+    pub max_entries: u32,
+    pub by_state: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CounterStatus {
+    pub direction: &'static str,
+    pub name: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn action_name(a: u8) -> &'static str {
+    match Action::from_u8(a) {
+        Action::Accept => "accept",
+        Action::Drop | Action::NoMatch => "drop",
+    }
+}
+
+/// Gather the status of the firewall at `layout`.
+///
+/// # Errors
+/// No firewall there, or its maps could not be read.
+pub fn collect(layout: &PinLayout) -> Result<Status> {
+    if !layout.is_installed() {
+        return Err(Error::NotLoaded(layout.root.clone()));
+    }
+    let maps = FwMaps::open_pinned(&layout.maps_dir())?;
+    let cfg = maps.config()?;
+    if cfg.abi_version != ABI_VERSION {
+        return Err(Error::AbiMismatch {
+            path: layout.root.clone(),
+            found: cfg.abi_version,
+            expected: ABI_VERSION,
+        });
+    }
+    let header = maps.active_header()?;
+    let by_state = maps.conntrack_summary()?;
+    let interfaces = xdp::attached_ifaces(layout)?
+        .into_iter()
+        .map(|name| {
+            let a = xdp::attachment(layout, &name);
+            InterfaceStatus {
+                present: ifaces::exists(&name),
+                name,
+                xdp: a.xdp_mode,
+                tc_egress: a.tc_mode,
+            }
+        })
+        .collect();
+    let counters = maps
+        .counters()?
+        .into_iter()
+        .map(|(d, c, v)| CounterStatus {
+            direction: d.name(),
+            name: c.name(),
+            packets: v.packets,
+            bytes: v.bytes,
+        })
+        .collect();
+    Ok(Status {
+        backend: "xdp",
+        pin_path: layout.root.display().to_string(),
+        generation: cfg.active_gen,
+        policy_fingerprint: format!("{:016x}", header.policy_hash),
+        defaults: BTreeMap::from([
+            ("input", action_name(header.default_action[0])),
+            ("output", action_name(header.default_action[1])),
+        ]),
+        rules: BTreeMap::from([
+            ("input", header.rule_count[0]),
+            ("output", header.rule_count[1]),
+        ]),
+        interfaces,
+        conntrack: ConntrackStatus {
+            entries: by_state.values().sum(),
+            max_entries: CONNTRACK_MAX_ENTRIES,
+            by_state,
+        },
+        counters,
+    })
+}
+
+/// # Errors
+/// As `collect`.
+pub fn run(layout: &PinLayout, json: bool) -> Result<()> {
+    let status = collect(layout)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+    } else {
+        print!("{}", crate::output::status_table(&status));
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! fw-user's errors. Messages are lowercase, name the thing in backticks
+//! and end with what to do next.
+
+use std::{fmt, io, path::PathBuf};
+
+use thiserror::Error;
+
+/// A problem in a policy file, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub hint: String,
+}
+
+impl PolicyError {
+    #[must_use]
+    pub fn at(file: &str, text: &str, offset: usize, message: String, hint: &str) -> Self {
+        let (line, column) = crate::policy::line_col_of(text, offset);
+        Self {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+            hint: hint.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}\n  hint: {}",
+            self.file, self.line, self.column, self.message, self.hint
+        )
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+
+    #[error(
+        "cannot read policy `{path}`: {source} (hint: check the path; without a file `fw-user load` uses the built-in safe policy)"
+    )]
+    ReadPolicy {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "interface `{0}` does not exist in this network namespace (hint: `ip link` lists the interfaces)"
+    )]
+    NoSuchInterface(String),
+
+    #[error(
+        "fw never guards the loopback interface `lo` (hint: drop it from --iface / `interfaces`)"
+    )]
+    LoopbackInterface,
+
+    #[error(
+        "no interface to guard: none is up besides `lo` (hint: bring one up or name it with --iface)"
+    )]
+    NoInterfaces,
+
+    #[error(
+        "`{path}` is not on a BPF filesystem (hint: `mount -t bpf bpf {path}` or pick a --pin-path under /sys/fs/bpf)"
+    )]
+    NotBpffs { path: PathBuf },
+
+    #[error(
+        "no firewall is loaded at `{0}` (hint: is fw loaded? `fw-user load` installs it; pass the same --pin-path it used)"
+    )]
+    NotLoaded(PathBuf),
+
+    #[error(
+        "the firewall at `{path}` was written by a different fw version (map layout {found}, this fw-user uses {expected}) (hint: `fw-user unload --pin-path {path}` with the old version, then load again)"
+    )]
+    AbiMismatch {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+
+    #[error(
+        "privileges are required to {action} (hint: run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+    )]
+    Privileges { action: &'static str },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{what}: {source}")]
+    Bpf {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn bpf(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Bpf {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

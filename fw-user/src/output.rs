@@ -1,0 +1,69 @@
+//! Human-readable rendering of command results.
+
+use std::fmt::Write as _;
+
+use crate::commands::status::Status;
+
+/// `fw-user status` as a table, in the spirit of `iptables -vL`.
+#[must_use]
+pub fn status_table(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "fw: {} backend, pinned at {}", s.backend, s.pin_path);
+    let _ = writeln!(
+        out,
+        "policy: fingerprint {} (generation {}); defaults input {}, output {}; {} input rules, {} output rules",
+        s.policy_fingerprint,
+        s.generation,
+        s.defaults["input"],
+        s.defaults["output"],
+        s.rules["input"],
+        s.rules["output"]
+    );
+    let _ = writeln!(out, "\ninterfaces:");
+    if s.interfaces.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for i in &s.interfaces {
+        let gone = if i.present { "" } else { "  (interface gone)" };
+        let _ = writeln!(
+            out,
+            "  {:<16} xdp {:<8} tc egress {}{gone}",
+            i.name, i.xdp, i.tc_egress
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nconnection table: {} of {} entries",
+        s.conntrack.entries, s.conntrack.max_entries
+    );
+    for (state, n) in &s.conntrack.by_state {
+        let _ = writeln!(out, "  {state:<12} {n}");
+    }
+    let _ = writeln!(out, "\ncounters:");
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>12} {:>14} {:>12} {:>14}",
+        "", "in packets", "in bytes", "out packets", "out bytes"
+    );
+    let names: Vec<&str> = s
+        .counters
+        .iter()
+        .filter(|c| c.direction == "input")
+        .map(|c| c.name)
+        .collect();
+    for name in names {
+        let find = |dir: &str| {
+            s.counters
+                .iter()
+                .find(|c| c.direction == dir && c.name == name)
+        };
+        let (i, o) = (find("input"), find("output"));
+        let (ip, ib) = i.map_or((0, 0), |c| (c.packets, c.bytes));
+        let (op, ob) = o.map_or((0, 0), |c| (c.packets, c.bytes));
+        if ip + op == 0 {
+            continue;
+        }
+        let _ = writeln!(out, "  {name:<28} {ip:>12} {ib:>14} {op:>12} {ob:>14}");
+    }
+    out
+}
