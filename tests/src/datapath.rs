@@ -1,0 +1,183 @@
+//! The kernel programs under `BPF_PROG_TEST_RUN`, with private maps: each
+//! `Datapath` is an independent firewall, so tests run side by side.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use fw_common::{
+    Direction,
+    conntrack::{CtEntry, CtKey},
+    counters::Counter,
+    maps,
+};
+use fw_user::{
+    backend::{EBPF_OBJECT, maps::FwMaps},
+    policy,
+};
+
+/// XDP and TC return codes, named.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub maps: FwMaps,
+}
+
+/// What the datapath did with one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub pass: bool,
+    /// The counter that moved: the reason for the verdict.
+    pub counter: Counter,
+}
+
+impl Datapath {
+    /// Load both programs with fresh maps and install `policy_toml`.
+    #[must_use]
+    pub fn with_policy(policy_toml: &str) -> Self {
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .expect("load kernel object");
+        let xdp: &mut Xdp = ebpf
+            .program_mut(maps::PROG_INGRESS)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        xdp.load().expect("verifier accepts fw_ingress");
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(maps::PROG_EGRESS)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        tc.load().expect("verifier accepts fw_egress");
+        let maps = FwMaps::take_from(&mut ebpf).expect("maps");
+        let mut dp = Self { ebpf, maps };
+        dp.install(policy_toml);
+        dp
+    }
+
+    /// Replace the policy (the reload path of `fw-user load`).
+    pub fn install(&mut self, policy_toml: &str) {
+        let p = policy::parse(policy_toml, "test-policy.toml").unwrap_or_else(|e| panic!("{e}"));
+        self.maps
+            .install(&policy::compile(&p))
+            .expect("install policy");
+    }
+
+    /// Move the datapath clock forward by `secs` (timeouts).
+    pub fn advance_clock(&mut self, secs: u64) {
+        let cfg = self.maps.config().unwrap();
+        self.maps
+            .set_clock_offset(cfg.clock_offset_ns + secs * 1_000_000_000)
+            .unwrap();
+    }
+
+    fn snapshot(&self) -> Vec<(Direction, Counter, u64)> {
+        self.maps
+            .counters()
+            .unwrap()
+            .into_iter()
+            .map(|(d, c, v)| (d, c, v.packets))
+            .collect()
+    }
+
+    /// Run one frame through the XDP (ingress) or TC (egress) program.
+    pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Outcome {
+        let before = self.snapshot();
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
+        let ret = match dir {
+            Direction::Ingress => {
+                let xdp: &mut Xdp = self
+                    .ebpf
+                    .program_mut(maps::PROG_INGRESS)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                xdp.test_run(opts)
+                    .expect("BPF_PROG_TEST_RUN (xdp)")
+                    .return_value
+            }
+            Direction::Egress => {
+                let tc: &mut SchedClassifier = self
+                    .ebpf
+                    .program_mut(maps::PROG_EGRESS)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                tc.test_run(opts)
+                    .expect("BPF_PROG_TEST_RUN (tc)")
+                    .return_value
+            }
+        };
+        let after = self.snapshot();
+        let moved: Vec<Counter> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| a.2 != b.2)
+            .map(|(_, a)| {
+                assert_eq!(a.0, dir, "a counter of the other direction moved");
+                a.1
+            })
+            .collect();
+        assert_eq!(
+            moved.len(),
+            1,
+            "exactly one counter must count each packet, got {moved:?}"
+        );
+        let pass = match (dir, ret) {
+            (Direction::Ingress, XDP_PASS) | (Direction::Egress, TC_ACT_OK) => true,
+            (Direction::Ingress, XDP_DROP) | (Direction::Egress, TC_ACT_SHOT) => false,
+            (d, r) => panic!("unexpected return code {r} from the {d:?} program"),
+        };
+        let outcome = Outcome {
+            pass,
+            counter: moved[0],
+        };
+        assert_eq!(
+            pass,
+            !outcome.counter.is_drop(),
+            "verdict and counter disagree: {outcome:?}"
+        );
+        outcome
+    }
+
+    pub fn ingress(&mut self, frame: &[u8]) -> Outcome {
+        self.run(Direction::Ingress, frame)
+    }
+
+    pub fn egress(&mut self, frame: &[u8]) -> Outcome {
+        self.run(Direction::Egress, frame)
+    }
+
+    #[must_use]
+    pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
+        self.maps.conntrack_entries().unwrap()
+    }
+}
+
+/// Assert a table of `(name, frame, expected counter)` rows in one direction,
+/// reporting every mismatching row at once.
+pub fn assert_table(dp: &mut Datapath, dir: Direction, rows: &[(&str, Vec<u8>, Counter)]) {
+    let failures: Vec<String> = rows
+        .iter()
+        .filter_map(|(name, frame, want)| {
+            let got = dp.run(dir, frame);
+            (got.counter != *want)
+                .then(|| format!("  {name}: expected {want:?}, got {:?}", got.counter))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "verdict table mismatches ({dir:?}):\n{}",
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,62 @@
+//! The real `fw-user` binary, run inside a test namespace.
+
+use std::{path::PathBuf, process::Command};
+
+use crate::netns::Netns;
+
+/// Path of the `fw-user` binary built alongside the tests:
+/// `$FW_USER_BIN`, or `target/<profile>/fw-user` next to the test binary.
+#[must_use]
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FW_USER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/fw-user
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("fw-user"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} not built: run the suite with `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// Output of one `fw-user` run.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `fw-user ARGS` inside `ns` via `ip netns exec`, as an operator would.
+#[must_use]
+pub fn fw_user(ns: &Netns, args: &[&str]) -> Run {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(binary())
+        .args(args)
+        .output()
+        .expect("run ip netns exec fw-user");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Like `fw_user`, panicking with the output when it fails.
+pub fn fw_user_ok(ns: &Netns, args: &[&str]) -> String {
+    let r = fw_user(ns, args);
+    assert!(
+        r.ok,
+        "fw-user {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+    r.stdout
+}

@@ -1,0 +1,522 @@
+//! Test hosts: network namespaces joined by veth pairs, created by the
+//! test and deleted when dropped (also when the test panics). Addresses
+//! come from 192.0.2.0/24 and 2001:db8::/64 and never leave the namespaces.
+
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::PathBuf,
+    process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::sched::{CloneFlags, setns};
+
+use crate::packet::{CLIENT4, CLIENT6, SERVER4, SERVER6};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace owned by the test.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        let name = crate::unique(prefix);
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> ARGS`.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full);
+    }
+
+    /// Run a command inside the namespace.
+    #[must_use]
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Run `f` on a thread that has entered this namespace (setns only
+    /// moves the calling thread), and wait for its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("namespace thread panicked")
+    }
+
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = PathBuf::from("/run/netns").join(&self.name);
+        thread::spawn(move || {
+            let fd = File::open(&path).expect("open netns");
+            setns(fd, CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A private bpffs instance for one test's pins, unmounted on drop.
+pub struct Bpffs {
+    pub dir: PathBuf,
+}
+
+impl Bpffs {
+    #[must_use]
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(crate::unique("fw-bpffs-"));
+        std::fs::create_dir_all(&dir).expect("mkdir bpffs");
+        nix::mount::mount(
+            Some("bpf"),
+            &dir,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount bpffs");
+        Self { dir }
+    }
+}
+
+impl Default for Bpffs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Two hosts on one link: the server (where fw runs) and a client.
+pub struct Pair {
+    pub client: Netns,
+    pub server: Netns,
+    pub server_if: String,
+    pub client_if: String,
+    pub bpffs: Bpffs,
+    pub workdir: PathBuf,
+}
+
+impl Pair {
+    #[must_use]
+    pub fn new() -> Self {
+        let server = Netns::new("fwt-srv-");
+        let client = Netns::new("fwt-cli-");
+        let tag = crate::unique("");
+        let server_if = format!("s{tag}");
+        let client_if = format!("c{tag}");
+        assert!(
+            server_if.len() <= 15,
+            "interface name too long: {server_if}"
+        );
+        ip(&[
+            "link",
+            "add",
+            &server_if,
+            "netns",
+            &server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &client_if,
+            "netns",
+            &client.name,
+        ]);
+        for (ns, ifname, v4, v6) in [
+            (&server, &server_if, SERVER4, SERVER6),
+            (&client, &client_if, CLIENT4, CLIENT6),
+        ] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
+            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"]);
+            ns.ip(&["link", "set", ifname, "up"]);
+        }
+        let workdir = std::env::temp_dir().join(crate::unique("fw-test-"));
+        std::fs::create_dir_all(&workdir).expect("workdir");
+        let pair = Self {
+            client,
+            server,
+            server_if,
+            client_if,
+            bpffs: Bpffs::new(),
+            workdir,
+        };
+        pair.wait_ipv6_ready();
+        pair
+    }
+
+    /// Link-local addresses start tentative (DAD); wait until both ends
+    /// can use IPv6.
+    fn wait_ipv6_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for ns in [&self.server, &self.client] {
+            while Instant::now() < deadline {
+                let out = ns.exec(&["ip", "-6", "addr", "show", "tentative"]);
+                if out.stdout.is_empty() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn pin_path(&self) -> String {
+        self.bpffs.dir.join("fw").display().to_string()
+    }
+
+    /// Write `policy` to a file and return its path.
+    #[must_use]
+    pub fn policy_file(&self, name: &str, policy: &str) -> String {
+        let path = self.workdir.join(name);
+        std::fs::write(&path, policy).expect("write policy");
+        path.display().to_string()
+    }
+
+    /// `fw-user load` of `policy` in the server namespace, guarding its veth.
+    pub fn load(&self, policy: &str) -> String {
+        let file = self.policy_file(&crate::unique("policy-"), policy);
+        crate::fwcli::fw_user_ok(
+            &self.server,
+            &[
+                "load",
+                &file,
+                "--iface",
+                &self.server_if,
+                "--pin-path",
+                &self.pin_path(),
+                "--detach",
+            ],
+        )
+    }
+
+    pub fn unload(&self) -> String {
+        crate::fwcli::fw_user_ok(&self.server, &["unload", "--pin-path", &self.pin_path()])
+    }
+
+    pub fn status(&self) -> String {
+        crate::fwcli::fw_user_ok(&self.server, &["status", "--pin-path", &self.pin_path()])
+    }
+}
+
+impl Default for Pair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        // Namespaces go first (with the veths and what was attached to
+        // them); the bpffs field is dropped after this and unmounts.
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+#[must_use]
+pub fn server_addr(v6: bool, port: u16) -> SocketAddr {
+    if v6 {
+        SocketAddr::new(IpAddr::V6(SERVER6), port)
+    } else {
+        SocketAddr::new(IpAddr::V4(SERVER4), port)
+    }
+}
+
+#[must_use]
+pub fn client_addr(v6: bool, port: u16) -> SocketAddr {
+    if v6 {
+        SocketAddr::new(IpAddr::V6(CLIENT6), port)
+    } else {
+        SocketAddr::new(IpAddr::V4(CLIENT4), port)
+    }
+}
+
+/// A TCP and UDP echo server on `port` (all addresses, v4 and v6), inside
+/// a namespace; stops when dropped.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    #[must_use]
+    pub fn start(ns: &Netns, port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = stop.clone();
+        let tcp = ns.spawn(move || {
+            let listener =
+                TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
+                    .expect("bind tcp");
+            listener.set_nonblocking(true).unwrap();
+            tx.send(()).unwrap();
+            let mut conns: Vec<thread::JoinHandle<()>> = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let s2 = s.clone();
+                        conns.push(thread::spawn(move || {
+                            stream
+                                .set_read_timeout(Some(Duration::from_millis(100)))
+                                .unwrap();
+                            let mut buf = [0u8; 4096];
+                            while !s2.load(Ordering::Relaxed) {
+                                match stream.read(&mut buf) {
+                                    Ok(0) => break,
+                                    Ok(n) => {
+                                        if stream.write_all(&buf[..n]).is_err() {
+                                            break;
+                                        }
+                                    }
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            std::io::ErrorKind::WouldBlock
+                                                | std::io::ErrorKind::TimedOut
+                                        ) => {}
+                                    Err(_) => break,
+                                }
+                            }
+                        }));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        rx.recv().expect("tcp echo server started");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = stop.clone();
+        let udp = ns.spawn(move || {
+            let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
+                .expect("bind udp");
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        });
+        rx.recv().expect("udp echo server started");
+        Self {
+            stop,
+            threads: vec![tcp, udp],
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How a TCP connection attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Connect {
+    /// Connected and a message came back.
+    Echoed,
+    /// Nothing came back (dropped).
+    TimedOut,
+    /// An RST came back.
+    Refused,
+    Other(String),
+}
+
+/// From inside `ns`, connect to `to`, send a message and read the echo.
+#[must_use]
+pub fn tcp_probe(ns: &Netns, to: SocketAddr, timeout: Duration) -> Connect {
+    ns.run(move || match TcpStream::connect_timeout(&to, timeout) {
+        Ok(mut s) => {
+            s.set_read_timeout(Some(timeout)).unwrap();
+            s.write_all(b"ping").unwrap();
+            let mut buf = [0u8; 4];
+            match s.read_exact(&mut buf) {
+                Ok(()) if &buf == b"ping" => Connect::Echoed,
+                Ok(()) => Connect::Other("wrong echo".into()),
+                Err(e) => Connect::Other(format!("read: {e}")),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Connect::TimedOut,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Connect::Refused,
+        Err(e) => Connect::Other(e.to_string()),
+    })
+}
+
+/// From inside `ns`, send a UDP datagram to `to` and wait for the echo.
+#[must_use]
+pub fn udp_probe(ns: &Netns, to: SocketAddr, timeout: Duration) -> bool {
+    ns.run(move || {
+        let any: SocketAddr = if to.is_ipv6() {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+        } else {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        };
+        let sock = UdpSocket::bind(any).unwrap();
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        sock.send_to(b"ping", to).unwrap();
+        let mut buf = [0u8; 16];
+        matches!(sock.recv_from(&mut buf), Ok((4, _)))
+    })
+}
+
+/// An open TCP connection from inside a namespace, usable across reloads.
+pub struct Session {
+    stream: TcpStream,
+}
+
+impl Session {
+    #[must_use]
+    pub fn open(ns: &Netns, to: SocketAddr) -> Self {
+        let stream = ns.run(move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("session connect")
+        });
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        Self { stream }
+    }
+
+    /// Send a message and expect it echoed.
+    #[must_use]
+    pub fn echo(&mut self, msg: &[u8]) -> bool {
+        if self.stream.write_all(msg).is_err() {
+            return false;
+        }
+        let mut buf = vec![0u8; msg.len()];
+        self.stream.read_exact(&mut buf).is_ok() && buf == msg
+    }
+}
+
+/// `ping -c1` from inside `ns`.
+#[must_use]
+pub fn ping(ns: &Netns, to: IpAddr) -> bool {
+    let to = to.to_string();
+    ns.exec(&["ping", "-c", "1", "-W", "1", &to])
+        .status
+        .success()
+}
+
+/// From inside `ns`, send a bare TCP ACK (no connection) to `to` over a
+/// raw socket and report whether any TCP segment (an RST) comes back
+/// within `wait`.
+#[must_use]
+pub fn ack_probe_answered(
+    ns: &Netns,
+    from: Ipv4Addr,
+    to: std::net::SocketAddrV4,
+    wait: Duration,
+) -> bool {
+    ns.run(move || {
+        // SAFETY: plain socket syscalls on a descriptor we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let sport: u16 = 40_000 + (std::process::id() % 20_000) as u16;
+            let mut tcp = etherparse::TcpHeader::new(sport, to.port(), 12_345, 64_240);
+            tcp.ack = true;
+            tcp.acknowledgment_number = 54_321;
+            tcp.checksum = tcp
+                .calc_checksum_ipv4_raw(from.octets(), to.ip().octets(), &[])
+                .unwrap();
+            let bytes = tcp.to_bytes();
+            let dst = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(to.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let sent = libc::sendto(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&raw const dst).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert!(sent > 0, "sendto: {}", std::io::Error::last_os_error());
+            let deadline = Instant::now() + wait;
+            let mut answered = false;
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            let mut buf = [0u8; 1500];
+            while Instant::now() < deadline {
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n < 20 {
+                    continue;
+                }
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                let n = n as usize;
+                if n < ihl + 14 {
+                    continue;
+                }
+                let seg = &buf[ihl..n];
+                let (s, d) = (
+                    u16::from_be_bytes([seg[0], seg[1]]),
+                    u16::from_be_bytes([seg[2], seg[3]]),
+                );
+                if s == to.port() && d == sport {
+                    answered = true;
+                    break;
+                }
+            }
+            libc::close(fd);
+            answered
+        }
+    })
+}
