@@ -1,5 +1,5 @@
 //! Compiles the kernel programs (`fw-ebpf`) for the BPF target with nightly
-//! and bpf-linker, and leaves the object in OUT_DIR for `include_bytes!`.
+//! and bpf-linker, and leaves the object in `OUT_DIR` for `include_bytes!`.
 //! `cargo xtask setup` installs what this needs.
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};

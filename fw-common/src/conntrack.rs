@@ -6,7 +6,7 @@
 //! one lookup serves both directions of a flow.
 //!
 //! The TCP transitions follow netfilter's `tcp_conntracks` table
-//! (net/netfilter/nf_conntrack_proto_tcp.c); sequence-window checks are not
+//! (`net/netfilter/nf_conntrack_proto_tcp.c`); sequence-window checks are not
 //! part of this table.
 
 use crate::Direction;
@@ -53,7 +53,7 @@ pub struct CtEntry {
 }
 const _: () = assert!(size_of::<CtEntry>() == 56);
 
-/// A packet in the reply direction has been seen (netfilter's SEEN_REPLY).
+/// A packet in the reply direction has been seen (netfilter's `IPS_SEEN_REPLY`).
 pub const CT_FLAG_SEEN_REPLY: u8 = 1;
 /// Created by the loader from the kernel's socket table, for a connection
 /// that was open before the firewall was loaded.

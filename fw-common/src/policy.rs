@@ -97,7 +97,7 @@ pub struct PolicyHeader {
     pub policy_hash: u64,
     /// `Action` for new flows no rule decided, per direction. Never `NoMatch`.
     pub default_action: [u8; 2],
-    /// 1: accept ICMPv6 neighbour discovery (types 133–137 with hop limit
+    /// `1`: accept `ICMPv6` neighbour discovery (types 133–137 with hop limit
     /// 255) before the rules; without it IPv6 stops working.
     pub accept_neighbor_discovery: u8,
     pub _pad0: u8,

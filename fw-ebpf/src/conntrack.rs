@@ -10,6 +10,9 @@ use fw_common::{
 
 use crate::{maps::FW_CONNTRACK, parse::Headers};
 
+/// `-EEXIST`, as map helpers return it.
+const NEG_EEXIST: i32 = -17;
+
 /// Build the (local, remote) key of the flow `h` belongs to, seen from `dir`.
 #[inline(always)]
 pub fn flow_key(h: &Headers, dir: Direction, local_port: u16, remote_port: u16) -> CtKey {
@@ -78,10 +81,9 @@ pub fn create(
         rule,
         _pad1: [0; 2],
     };
-    match FW_CONNTRACK.insert(key, &entry, u64::from(BPF_NOEXIST)) {
-        Ok(()) => Ok(()),
-        // Another CPU created the same flow a moment ago: it is tracked.
-        Err(e) if e == -17 => Ok(()),
+    match FW_CONNTRACK.insert(key, entry, u64::from(BPF_NOEXIST)) {
+        // Ok, or another CPU created the same flow a moment ago: tracked.
+        Ok(()) | Err(NEG_EEXIST) => Ok(()),
         Err(_) => Err(()),
     }
 }

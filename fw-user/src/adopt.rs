@@ -14,7 +14,7 @@ use fw_common::{
     family, ipproto,
 };
 
-/// `st` values of /proc/net/tcp (include/net/tcp_states.h).
+/// `st` values of `/proc/net/tcp` (`include/net/tcp_states.h`).
 const TCP_ESTABLISHED: u8 = 0x01;
 const TCP_LISTEN: u8 = 0x0a;
 

@@ -51,6 +51,10 @@ pub fn fw_user(ns: &Netns, args: &[&str]) -> Run {
 }
 
 /// Like `fw_user`, panicking with the output when it fails.
+#[expect(
+    clippy::must_use_candidate,
+    reason = "callers often want only the side effect"
+)]
 pub fn fw_user_ok(ns: &Netns, args: &[&str]) -> String {
     let r = fw_user(ns, args);
     assert!(

@@ -29,7 +29,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Skip (by returning true) when not root: every test here needs
-/// CAP_BPF/CAP_NET_ADMIN. `cargo xtask test` runs them as root.
+/// `CAP_BPF` and `CAP_NET_ADMIN`. `cargo xtask test` runs them as root.
 #[must_use]
 pub fn lacks_privileges() -> bool {
     if nix::unistd::geteuid().is_root() {

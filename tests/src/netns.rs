@@ -1,6 +1,6 @@
 //! Test hosts: network namespaces joined by veth pairs, created by the
 //! test and deleted when dropped (also when the test panics). Addresses
-//! come from 192.0.2.0/24 and 2001:db8::/64 and never leave the namespaces.
+//! come from 192.0.2.0/24 and `2001:db8::/64` and never leave the namespaces.
 
 use std::{
     fs::File,
@@ -210,6 +210,10 @@ impl Pair {
     }
 
     /// `fw-user load` of `policy` in the server namespace, guarding its veth.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "callers often want only the side effect"
+    )]
     pub fn load(&self, policy: &str) -> String {
         let file = self.policy_file(&crate::unique("policy-"), policy);
         crate::fwcli::fw_user_ok(
@@ -226,10 +230,18 @@ impl Pair {
         )
     }
 
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "callers often want only the side effect"
+    )]
     pub fn unload(&self) -> String {
         crate::fwcli::fw_user_ok(&self.server, &["unload", "--pin-path", &self.pin_path()])
     }
 
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "callers often want only the side effect"
+    )]
     pub fn status(&self) -> String {
         crate::fwcli::fw_user_ok(&self.server, &["status", "--pin-path", &self.pin_path()])
     }
@@ -445,6 +457,11 @@ pub fn ping(ns: &Netns, to: IpAddr) -> bool {
 /// raw socket and report whether any TCP segment (an RST) comes back
 /// within `wait`.
 #[must_use]
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "libc socket structures: sizes and lengths are small and checked"
+)]
 pub fn ack_probe_answered(
     ns: &Netns,
     from: Ipv4Addr,

@@ -189,8 +189,8 @@ pub fn with_ipv6_ext_headers(frame: &[u8], ext_types: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
     }
     out.extend_from_slice(&frame[ip + 40..]);
-    let payload_len =
-        u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]) + 8 * ext_types.len() as u16;
+    let payload_len = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]])
+        + 8 * u16::try_from(ext_types.len()).expect("a few headers");
     out[ip + 4..ip + 6].copy_from_slice(&payload_len.to_be_bytes());
     out
 }
@@ -231,7 +231,7 @@ pub fn arp_request() -> Vec<u8> {
     f
 }
 
-/// An ICMPv6 neighbour solicitation for the server's address.
+/// An `ICMPv6` neighbour solicitation for the server's address.
 #[must_use]
 pub fn neighbor_solicitation(hop_limit: u8) -> Vec<u8> {
     let target = SERVER6.octets();

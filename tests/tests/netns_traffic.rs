@@ -355,19 +355,44 @@ fn the_web_server_example_filters_real_traffic() {
         return;
     }
     let pair = Pair::new();
-    let _s: Vec<EchoServer> = [22, 80, 443, 5432].iter().map(|&p| EchoServer::start(&pair.server, p)).collect();
+    let _s: Vec<EchoServer> = [22, 80, 443, 5432]
+        .iter()
+        .map(|&p| EchoServer::start(&pair.server, p))
+        .collect();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/web-server.toml");
     fw_tests::fwcli::fw_user_ok(
         &pair.server,
-        &["load", example, "--iface", &pair.server_if, "--pin-path", &pair.pin_path(), "--detach"],
+        &[
+            "load",
+            example,
+            "--iface",
+            &pair.server_if,
+            "--pin-path",
+            &pair.pin_path(),
+            "--detach",
+        ],
     );
     for v6 in [false, true] {
         for port in [22, 80, 443] {
-            assert_eq!(tcp_probe(&pair.client, server_addr(v6, port), WAIT), Connect::Echoed, "v6={v6} port {port}");
+            assert_eq!(
+                tcp_probe(&pair.client, server_addr(v6, port), WAIT),
+                Connect::Echoed,
+                "v6={v6} port {port}"
+            );
         }
-        assert_eq!(tcp_probe(&pair.client, server_addr(v6, 5432), WAIT), Connect::TimedOut, "v6={v6}");
-        assert!(udp_probe(&pair.client, server_addr(v6, 443), WAIT), "quic v6={v6}");
-        assert!(!udp_probe(&pair.client, server_addr(v6, 5432), WAIT), "v6={v6}");
+        assert_eq!(
+            tcp_probe(&pair.client, server_addr(v6, 5432), WAIT),
+            Connect::TimedOut,
+            "v6={v6}"
+        );
+        assert!(
+            udp_probe(&pair.client, server_addr(v6, 443), WAIT),
+            "quic v6={v6}"
+        );
+        assert!(
+            !udp_probe(&pair.client, server_addr(v6, 5432), WAIT),
+            "v6={v6}"
+        );
     }
     assert!(ping(&pair.client, IpAddr::V4(SERVER4)));
     assert!(ping(&pair.client, IpAddr::V6(SERVER6)));
@@ -384,19 +409,43 @@ fn foreground_load_leaves_the_firewall_when_it_exits() {
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", &pair.server.name])
         .arg(fw_tests::fwcli::binary())
-        .args(["load", &file, "--iface", &pair.server_if, "--pin-path", &pair.pin_path()])
+        .args([
+            "load",
+            &file,
+            "--iface",
+            &pair.server_if,
+            "--pin-path",
+            &pair.pin_path(),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn fw-user load");
     // Wait until the policy is in place, then stop fw-user as systemd would.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !fw_user(&pair.server, &["status", "--pin-path", &pair.pin_path()]).ok {
-        assert!(std::time::Instant::now() < deadline, "fw-user load never installed the firewall");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fw-user load never installed the firewall"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(tcp_probe(&pair.client, server_addr(false, BLOCKED), WAIT), Connect::TimedOut);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(
+        tcp_probe(&pair.client, server_addr(false, BLOCKED), WAIT),
+        Connect::TimedOut
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "fw-user exits cleanly on SIGTERM: {status}");
-    assert_eq!(tcp_probe(&pair.client, server_addr(false, BLOCKED), WAIT), Connect::TimedOut, "still filtering after exit");
+    assert!(
+        status.success(),
+        "fw-user exits cleanly on SIGTERM: {status}"
+    );
+    assert_eq!(
+        tcp_probe(&pair.client, server_addr(false, BLOCKED), WAIT),
+        Connect::TimedOut,
+        "still filtering after exit"
+    );
 }

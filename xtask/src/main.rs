@@ -36,7 +36,7 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run every test: host unit tests, BPF_PROG_TEST_RUN verdict tables and
+    /// Run every test: host unit tests, `BPF_PROG_TEST_RUN` verdict tables and
     /// netns traffic tests (needs root). Extra arguments go to `cargo test`.
     Test {
         #[arg(last = true)]

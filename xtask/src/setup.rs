@@ -27,16 +27,24 @@ fn say(msg: &str) {
 }
 
 fn quiet_ok(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn output(cmd: &mut Command) -> String {
-    cmd.stderr(Stdio::null()).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    cmd.stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 fn run_step(what: &str, cmd: &mut Command) -> Result<()> {
     say(&format!("{what}: {cmd:?}"));
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{what} failed ({status}); run it by hand to see why: {cmd:?}");
     }
@@ -48,32 +56,58 @@ pub fn is_root() -> bool {
 }
 
 fn apt_installed(pkg: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg])).contains("install ok installed")
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .contains("install ok installed")
 }
 
 pub fn run() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !apt_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !apt_installed(p))
+        .collect();
     let linker_ok = quiet_ok(Command::new("bpf-linker").arg("--version"));
-    let nightly_ok = output(Command::new("rustup").args(["toolchain", "list"])).lines().any(|l| l.starts_with("nightly"));
+    let nightly_ok = output(Command::new("rustup").args(["toolchain", "list"]))
+        .lines()
+        .any(|l| l.starts_with("nightly"));
     let rust_src_ok = nightly_ok
-        && output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-            .lines()
-            .any(|l| l.starts_with("rust-src"));
+        && output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--toolchain",
+            "nightly",
+            "--installed",
+        ]))
+        .lines()
+        .any(|l| l.starts_with("rust-src"));
     if missing.is_empty() && linker_ok && rust_src_ok {
         say("prerequisites present (Debian packages, nightly + rust-src, bpf-linker)");
         return Ok(());
     }
 
     let debian = Path::new("/etc/debian_version").exists();
-    if !missing.is_empty() {
-        if !(debian && is_root()) {
+    if missing.is_empty() {
+        say("Debian packages present");
+    } else {
+        if !debian || !is_root() {
             let why = if debian { "not root" } else { "not Debian" };
-            say(&format!("cannot install packages here ({why}); run as root on Debian 12:"));
-            eprintln!("    apt-get update && apt-get install -y {}", missing.join(" "));
+            say(&format!(
+                "cannot install packages here ({why}); run as root on Debian 12:"
+            ));
+            eprintln!(
+                "    apt-get update && apt-get install -y {}",
+                missing.join(" ")
+            );
             bail!("missing packages: {}", missing.join(" "));
         }
-        say(&format!("installing Debian packages: {}", missing.join(" ")));
-        run_step("apt-get update", Command::new("apt-get").args(["update", "-q"]))?;
+        say(&format!(
+            "installing Debian packages: {}",
+            missing.join(" ")
+        ));
+        run_step(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-q"]),
+        )?;
         run_step(
             "apt-get install",
             Command::new("apt-get")
@@ -81,8 +115,6 @@ pub fn run() -> Result<()> {
                 .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
-    } else {
-        say("Debian packages present");
     }
 
     if nightly_ok {
@@ -90,7 +122,13 @@ pub fn run() -> Result<()> {
     } else {
         run_step(
             "installing the nightly toolchain (kernel programs need -Z build-std)",
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
         )?;
     }
     if rust_src_ok {
@@ -109,7 +147,13 @@ pub fn run() -> Result<()> {
         run_step(
             "cargo install bpf-linker",
             Command::new("cargo")
-                .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
                 .env("LLVM_PREFIX", LLVM_PREFIX),
         )?;
     }

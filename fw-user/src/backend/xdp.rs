@@ -256,20 +256,18 @@ fn attach_programs(layout: &PinLayout, iface: &str) -> Result<Attachment> {
     let link = tc
         .take_link(link_id)
         .map_err(|e| Error::bpf("cannot take the TC link", e))?;
-    let tc_mode = match FdLink::try_from(link) {
-        Ok(fd_link) => {
-            fd_link
-                .pin(dir.join("tc-tcx"))
-                .map_err(pin_err(format!("cannot pin the TC link of `{iface}`")))?;
-            "tcx"
-        }
-        Err(_) => {
-            // A netlink filter cannot be pinned but outlives us by itself;
-            // an empty directory records it so `unload` knows to remove it.
-            fs::create_dir_all(dir.join("tc-netlink"))
-                .map_err(|e| Error::io("cannot record the TC filter", e))?;
-            "netlink"
-        }
+    // A netlink (pre-tcx) filter is not a BPF link: the conversion fails
+    // without detaching it. It cannot be pinned but outlives us by itself;
+    // an empty directory records it so `unload` knows to remove it.
+    let tc_mode = if let Ok(fd_link) = FdLink::try_from(link) {
+        fd_link
+            .pin(dir.join("tc-tcx"))
+            .map_err(pin_err(format!("cannot pin the TC link of `{iface}`")))?;
+        "tcx"
+    } else {
+        fs::create_dir_all(dir.join("tc-netlink"))
+            .map_err(|e| Error::io("cannot record the TC filter", e))?;
+        "netlink"
     };
     Ok(Attachment {
         iface: iface.to_string(),

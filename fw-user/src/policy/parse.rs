@@ -251,12 +251,11 @@ fn port_range(p: &RawPort) -> Result<PortRange, (String, &'static str)> {
                     .map_err(|_| (format!("\"{s}\" is not a port or a port range"), HINT))?;
                 number(n, part.trim())
             };
-            let (first, last) = match s.split_once('-') {
-                Some((a, b)) => (parse(a)?, parse(b)?),
-                None => {
-                    let p = parse(s)?;
-                    (p, p)
-                }
+            let (first, last) = if let Some((a, b)) = s.split_once('-') {
+                (parse(a)?, parse(b)?)
+            } else {
+                let p = parse(s)?;
+                (p, p)
             };
             if first > last {
                 return Err((
