@@ -19,6 +19,19 @@ use cli::{Cli, Command};
 /// # Errors
 /// Whatever the command failed with.
 pub fn run(cli: Cli) -> error::Result<()> {
+    // Before anything else (joining a mount namespace needs a single thread).
+    let pin_root = match &cli.command {
+        Command::Load { pin, .. } | Command::Unload { pin } | Command::Status { pin, .. } => {
+            Some(pin.layout().root)
+        }
+        Command::Check { .. } => None,
+    };
+    if let Some(root) = pin_root
+        && let Some(note) = pin::use_host_bpffs(&root)?
+        && matches!(cli.command, Command::Load { .. })
+    {
+        println!("fw: {note}");
+    }
     match cli.command {
         Command::Check { policy } => commands::check::run(policy.as_deref()),
         Command::Load {

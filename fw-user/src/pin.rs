@@ -9,7 +9,6 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use crate::error::{Error, Result};
@@ -61,27 +60,22 @@ impl PinLayout {
     }
 }
 
-/// The pin path when none is given: `/sys/fs/bpf/fw` in the host's network
-/// namespace, `/sys/fs/bpf/fw-<netns>` in any other, so firewalls of
-/// different namespaces never share pins.
+/// The pin path when none is given: `/sys/fs/bpf/fw-<name>` inside a named
+/// network namespace (`ip netns`), `/sys/fs/bpf/fw` otherwise, so firewalls
+/// of different namespaces never share pins.
 #[must_use]
 pub fn default_pin_path() -> PathBuf {
     let own = fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
-    let init = fs::metadata("/proc/1/ns/net").map(|m| m.ino()).ok();
-    match own {
-        Some(ino) if own != init => {
-            // `ip netns` names live in /run/netns; fall back to the inode.
-            let name = fs::read_dir("/run/netns").ok().and_then(|dir| {
-                dir.flatten()
-                    .find(|e| fs::metadata(e.path()).is_ok_and(|m| m.ino() == ino))
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-            });
-            Path::new(BPFFS_ROOT).join(format!(
-                "fw-{}",
-                name.unwrap_or_else(|| format!("netns-{ino}"))
-            ))
-        }
-        _ => Path::new(BPFFS_ROOT).join("fw"),
+    let name = own.and_then(|ino| {
+        fs::read_dir("/run/netns").ok().and_then(|dir| {
+            dir.flatten()
+                .find(|e| fs::metadata(e.path()).is_ok_and(|m| m.ino() == ino))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        })
+    });
+    match name {
+        Some(name) => Path::new(BPFFS_ROOT).join(format!("fw-{name}")),
+        None => Path::new(BPFFS_ROOT).join("fw"),
     }
 }
 
@@ -101,13 +95,85 @@ fn existing_ancestor(path: &Path) -> &Path {
     p
 }
 
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 4, after the parenthesised command name (which may hold spaces).
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The nearest ancestor process living in another mount namespace.
+fn ancestor_in_other_mount_ns() -> Option<u32> {
+    let own = fs::read_link("/proc/self/ns/mnt").ok()?;
+    let mut pid = parent_pid(std::process::id())?;
+    while pid > 1 {
+        match fs::read_link(format!("/proc/{pid}/ns/mnt")) {
+            Ok(ns) if ns != own => return Some(pid),
+            Ok(_) => pid = parent_pid(pid)?,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Make the pins under `pin_root` those of the host, not of a throwaway
+/// mount namespace.
+///
+/// `ip netns exec` runs each command in a private mount namespace with its
+/// own `/sys`, where no bpffs is mounted; one mounted there would vanish
+/// with the command, unpinning (and so detaching) the firewall. When the
+/// pin path is not on a bpffs here, fw-user joins the mount namespace of
+/// the nearest ancestor process that has another one (the shell that ran
+/// `ip netns exec`). Only the mount namespace changes: interfaces are still
+/// those of the network namespace the command runs in. Must run before any
+/// thread is started.
+///
+/// Returns a note for the user when it did something.
+///
+/// # Errors
+/// Joining the namespace failed.
+pub fn use_host_bpffs(pin_root: &Path) -> Result<Option<String>> {
+    if is_bpffs(existing_ancestor(pin_root)) || !pin_root.starts_with(BPFFS_ROOT) {
+        return Ok(None);
+    }
+    let Some(pid) = ancestor_in_other_mount_ns() else {
+        return Ok(None);
+    };
+    // Joining a mount namespace moves the working directory to its root;
+    // come back to the same path so relative policy paths still resolve.
+    let cwd = std::env::current_dir().ok();
+    let ns = fs::File::open(format!("/proc/{pid}/ns/mnt")).map_err(|e| {
+        Error::io(
+            format!("cannot open the mount namespace of process {pid}"),
+            e,
+        )
+    })?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+        if e == nix::errno::Errno::EPERM {
+            Error::Privileges {
+                action: "use the host's BPF filesystem",
+            }
+        } else {
+            Error::io(
+                format!("cannot join the mount namespace of process {pid}"),
+                e.into(),
+            )
+        }
+    })?;
+    if let Some(cwd) = cwd {
+        let _ = std::env::set_current_dir(cwd);
+    }
+    Ok(Some(format!(
+        "using the BPF filesystem of the parent mount namespace (process {pid}): this command has a private /sys, and pins there would vanish with it"
+    )))
+}
+
 /// Make sure `pin_root` is on a bpffs, mounting one at /sys/fs/bpf if that
 /// is where it should be. Returns a note for the user when it mounted.
-///
-/// `ip netns exec` gives each command a private /sys, so a bpffs mounted
-/// there would vanish (with our pins, detaching the firewall) when the
-/// command exits. In that case the host's bpffs is bind-mounted instead, so
-/// the pins live as long as the host's.
 ///
 /// # Errors
 /// The path is elsewhere and not on bpffs, or mounting failed.
@@ -120,46 +186,6 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<Option<String>> {
         return Err(Error::NotBpffs {
             path: pin_root.to_path_buf(),
         });
-    }
-    let host_bpffs = Path::new("/proc/1/root/sys/fs/bpf");
-    let private_mount_ns =
-        fs::read_link("/proc/self/ns/mnt").ok() != fs::read_link("/proc/1/ns/mnt").ok();
-    if private_mount_ns {
-        if !is_bpffs(host_bpffs) {
-            // Mount the host's bpffs first, in the host's mount namespace.
-            let status = Command::new("nsenter")
-                .args([
-                    "--mount=/proc/1/ns/mnt",
-                    "mount",
-                    "-t",
-                    "bpf",
-                    "bpf",
-                    BPFFS_ROOT,
-                ])
-                .status()
-                .map_err(|e| Error::io("cannot run `nsenter` to mount the host's bpffs", e))?;
-            if !status.success() || !is_bpffs(host_bpffs) {
-                return Err(Error::NotBpffs {
-                    path: root.to_path_buf(),
-                });
-            }
-        }
-        nix::mount::mount(
-            Some(host_bpffs),
-            root,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| {
-            Error::io(
-                format!("cannot bind-mount the host's bpffs on `{BPFFS_ROOT}`"),
-                e.into(),
-            )
-        })?;
-        return Ok(Some(format!(
-            "bind-mounted the host's bpffs on {BPFFS_ROOT} (this mount namespace had none)"
-        )));
     }
     fs::create_dir_all(root).map_err(|e| Error::io(format!("cannot create `{BPFFS_ROOT}`"), e))?;
     nix::mount::mount(

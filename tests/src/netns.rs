@@ -216,11 +216,20 @@ impl Pair {
     )]
     pub fn load(&self, policy: &str) -> String {
         let file = self.policy_file(&crate::unique("policy-"), policy);
+        self.load_file(&file)
+    }
+
+    /// `fw-user load FILE` in the server namespace, guarding its veth.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "callers often want only the side effect"
+    )]
+    pub fn load_file(&self, file: &str) -> String {
         crate::fwcli::fw_user_ok(
             &self.server,
             &[
                 "load",
-                &file,
+                file,
                 "--iface",
                 &self.server_if,
                 "--pin-path",

@@ -360,18 +360,7 @@ fn the_web_server_example_filters_real_traffic() {
         .map(|&p| EchoServer::start(&pair.server, p))
         .collect();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/web-server.toml");
-    fw_tests::fwcli::fw_user_ok(
-        &pair.server,
-        &[
-            "load",
-            example,
-            "--iface",
-            &pair.server_if,
-            "--pin-path",
-            &pair.pin_path(),
-            "--detach",
-        ],
-    );
+    pair.load_file(example);
     for v6 in [false, true] {
         for port in [22, 80, 443] {
             assert_eq!(
@@ -447,5 +436,51 @@ fn foreground_load_leaves_the_firewall_when_it_exits() {
         tcp_probe(&pair.client, server_addr(false, BLOCKED), WAIT),
         Connect::TimedOut,
         "still filtering after exit"
+    );
+}
+
+/// Removes the default-path pins of a test namespace even if the test fails.
+struct DefaultPins(String);
+
+impl Drop for DefaultPins {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(fw_tests::fwcli::binary())
+            .args(["unload", "--pin-path", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn default_pin_path_under_ip_netns_exec_outlives_the_command() {
+    if lacks_privileges() {
+        return;
+    }
+    let pair = Pair::new();
+    let _b = EchoServer::start(&pair.server, BLOCKED);
+    let pins = DefaultPins(format!("/sys/fs/bpf/fw-{}", pair.server.name));
+    // No --pin-path: `ip netns exec` gives fw-user a private /sys, and the
+    // pins must still land where they outlive the command.
+    let file = pair.policy_file("p.toml", &web_policy());
+    let out = fw_tests::fwcli::fw_user_ok(
+        &pair.server,
+        &["load", &file, "--iface", &pair.server_if, "--detach"],
+    );
+    assert!(out.contains(&format!("pinned at {}", pins.0)), "{out}");
+    assert_eq!(
+        tcp_probe(&pair.client, server_addr(false, BLOCKED), WAIT),
+        Connect::TimedOut,
+        "filtering after the command exited"
+    );
+    assert!(
+        std::path::Path::new(&pins.0).exists(),
+        "pins live in the host's bpffs"
+    );
+    let status = fw_tests::fwcli::fw_user_ok(&pair.server, &["status"]);
+    assert!(status.contains(&pair.server_if), "{status}");
+    fw_tests::fwcli::fw_user_ok(&pair.server, &["unload"]);
+    assert!(!std::path::Path::new(&pins.0).exists());
+    assert_eq!(
+        tcp_probe(&pair.client, server_addr(false, BLOCKED), WAIT),
+        Connect::Echoed
     );
 }

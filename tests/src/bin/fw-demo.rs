@@ -6,7 +6,6 @@
 use std::{net::IpAddr, time::Duration};
 
 use fw_tests::{
-    fwcli::fw_user_ok,
     netns::{Connect, EchoServer, Pair, ping, server_addr, tcp_probe, udp_probe},
     packet::SERVER4,
 };
@@ -30,21 +29,7 @@ fn main() {
         "\n$ fw-user load examples/web-server.toml --iface {} --detach",
         pair.server_if
     );
-    print!(
-        "{}",
-        fw_user_ok(
-            &pair.server,
-            &[
-                "load",
-                example,
-                "--iface",
-                &pair.server_if,
-                "--pin-path",
-                &pair.pin_path(),
-                "--detach"
-            ]
-        )
-    );
+    print!("{}", pair.load_file(example));
 
     println!("\nprobes from the client:");
     let wait = Duration::from_millis(800);
