@@ -254,6 +254,29 @@ impl Pair {
     pub fn status(&self) -> String {
         crate::fwcli::fw_user_ok(&self.server, &["status", "--pin-path", &self.pin_path()])
     }
+
+    /// `fw-user status --json`, parsed.
+    #[must_use]
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = crate::fwcli::fw_user_ok(
+            &self.server,
+            &["status", "--json", "--pin-path", &self.pin_path()],
+        );
+        serde_json::from_str(&out).expect("status --json is JSON")
+    }
+
+    /// Packets counted so far by counter `name` (e.g. `accept-rule`) in
+    /// `direction` (`input` or `output`).
+    #[must_use]
+    pub fn counter(&self, direction: &str, name: &str) -> u64 {
+        self.status_json()["counters"]
+            .as_array()
+            .expect("counters")
+            .iter()
+            .find(|c| c["direction"] == direction && c["name"] == name)
+            .and_then(|c| c["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no counter {direction}/{name}"))
+    }
 }
 
 impl Default for Pair {
@@ -545,4 +568,42 @@ pub fn ack_probe_answered(
             answered
         }
     })
+}
+
+/// Send one raw Ethernet frame out of `iface` inside `ns` (`AF_PACKET`):
+/// for frames the stack would not build itself, such as VLAN-tagged ones
+/// on a kernel without 802.1Q devices.
+pub fn send_frame(ns: &Netns, iface: &str, frame: Vec<u8>) {
+    let iface = iface.to_string();
+    ns.run(move || {
+        let index = nix::net::if_::if_nametoindex(iface.as_str()).expect("interface index");
+        // SAFETY: plain socket syscalls on a descriptor we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
+            addr.sll_ifindex = i32::try_from(index).unwrap();
+            addr.sll_halen = 6;
+            let sent = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const addr).cast(),
+                u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap(),
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            assert_eq!(
+                usize::try_from(sent).ok(),
+                Some(frame.len()),
+                "sendto: {err}"
+            );
+        }
+    });
 }
