@@ -7,10 +7,15 @@ fn main() -> ExitCode {
     match fw_user::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fw-user: error: {e}");
+            let message = e.to_string();
+            eprintln!("fw-user: error: {message}");
+            // Causes the message does not already quote (e.g. a verifier log).
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                let cause = s.to_string();
+                if !message.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
                 source = s.source();
             }
             ExitCode::FAILURE
