@@ -31,6 +31,16 @@ pub enum Counter {
     DropFragment = 10,
     /// Could not create a connection-table entry.
     DropTableFull = 11,
+    /// New flow rejected by a rule (dropped and answered).
+    RejectRule = 12,
+    /// New flow rejected by the chain's default.
+    RejectDefault = 13,
+    /// INVALID packet accepted because `[stateful] invalid = "accept"`.
+    AcceptInvalid = 14,
+    /// Packet of a tracked connection dropped by `[stateful] established = "drop"`.
+    DropEstablished = 15,
+    /// Neighbour discovery dropped by `[stateful] icmpv6_neighbor_discovery = "drop"`.
+    DropNeighborDiscovery = 16,
 }
 
 impl Counter {
@@ -39,7 +49,7 @@ impl Counter {
     /// Total entries in `FW_COUNTERS`.
     pub const MAP_ENTRIES: u32 = Self::SLOTS * 2;
 
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 17] = [
         Self::PassNonIp,
         Self::AcceptEstablished,
         Self::AcceptRule,
@@ -52,6 +62,11 @@ impl Counter {
         Self::DropDefault,
         Self::DropFragment,
         Self::DropTableFull,
+        Self::RejectRule,
+        Self::RejectDefault,
+        Self::AcceptInvalid,
+        Self::DropEstablished,
+        Self::DropNeighborDiscovery,
     ];
 
     #[must_use]
@@ -59,9 +74,18 @@ impl Counter {
         dir as u32 * Self::SLOTS + self as u32
     }
 
+    /// Does the packet stop here (dropped, or rejected)?
     #[must_use]
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= Self::DropMalformed as u32
+        !matches!(
+            self,
+            Self::PassNonIp
+                | Self::AcceptEstablished
+                | Self::AcceptRule
+                | Self::AcceptDefault
+                | Self::AcceptNeighborDiscovery
+                | Self::AcceptInvalid
+        )
     }
 
     /// Stable name used by `fw-user status` and its JSON output.
@@ -80,6 +104,11 @@ impl Counter {
             Self::DropDefault => "drop-default",
             Self::DropFragment => "drop-fragment",
             Self::DropTableFull => "drop-table-full",
+            Self::RejectRule => "reject-rule",
+            Self::RejectDefault => "reject-default",
+            Self::AcceptInvalid => "accept-invalid",
+            Self::DropEstablished => "drop-established",
+            Self::DropNeighborDiscovery => "drop-neighbor-discovery",
         }
     }
 }

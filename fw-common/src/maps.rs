@@ -3,12 +3,19 @@
 
 pub const CONFIG: &str = "FW_CONFIG";
 pub const POLICY: &str = "FW_POLICY";
-pub const PORTS: &str = "FW_PORTS";
+pub const RULES: &str = "FW_RULES";
+pub const CLASSES: &str = "FW_CLASSES";
+pub const TABLES: &str = "FW_TABLES";
+pub const SRC: &str = "FW_SRC";
+pub const DST: &str = "FW_DST";
+pub const IFACES: &str = "FW_IFACES";
 pub const CONNTRACK: &str = "FW_CONNTRACK";
 pub const COUNTERS: &str = "FW_COUNTERS";
 
 /// Every map the loader pins, in a stable order.
-pub const ALL: [&str; 5] = [CONFIG, POLICY, PORTS, CONNTRACK, COUNTERS];
+pub const ALL: [&str; 10] = [
+    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS,
+];
 
 pub const PROG_INGRESS: &str = "fw_ingress";
 pub const PROG_EGRESS: &str = "fw_egress";

@@ -1,22 +1,91 @@
-//! The compiled policy as the datapath reads it.
+//! The compiled policy as the datapath reads it: a bitmap classifier.
 //!
-//! The policy is double-buffered: every map below holds two generations and
-//! the datapath reads the one `FwConfig::active_gen` names. Within a
-//! generation, first-match rule order is resolved at compile time, so the
-//! datapath does one array lookup per new flow whatever the rule count.
+//! Every rule of a chain is one bit. Each match field (source, destination,
+//! protocol, ports, interface, ICMP type, TCP flags, connection state) is
+//! looked up once and yields a *class*: an index into `FW_CLASSES`, whose
+//! entry is the bitmap of the rules that field value allows. `AND`ing the
+//! bitmaps leaves the rules that match on every field; the lowest set bit is
+//! the first matching rule. The cost depends on the bitmap width, not on how
+//! many rules or set entries there are.
+//!
+//! Everything is double-buffered: generation `FwConfig::active_gen` is in
+//! force, the other one is written by a reload and then switched in.
 
-use crate::Direction;
+/// Rules per chain. Bits of a `RuleBitmap`.
+pub const MAX_RULES: usize = 1024;
+/// `MAX_RULES` as the datapath indexes it.
+pub const MAX_RULES_U32: u32 = 1024;
+const _: () = assert!(MAX_RULES_U32 as usize == MAX_RULES);
+/// 64-bit words in a `RuleBitmap`.
+pub const BITMAP_WORDS: usize = MAX_RULES / 64;
+/// Distinct bitmaps (classes) per chain and generation.
+pub const MAX_CLASSES: u32 = 4096;
+/// Number of policy generations kept side by side.
+pub const GENERATIONS: u32 = 2;
 
-/// What the policy decided for a new flow.
+/// The policy chains.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// New connections to this host (XDP, destination is local).
+    Input = 0,
+    /// New connections from this host (TC egress).
+    Output = 1,
+    /// Packets routed through this host.
+    Forward = 2,
+}
+
+impl Chain {
+    pub const COUNT: u32 = 3;
+    pub const ALL: [Self; 3] = [Self::Input, Self::Output, Self::Forward];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::Output => "output",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+/// One bit per rule of a chain; bit `i` is rule `i` (0-based, file order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RuleBitmap {
+    pub words: [u64; BITMAP_WORDS],
+}
+const _: () = assert!(size_of::<RuleBitmap>() == 128);
+
+impl RuleBitmap {
+    pub const EMPTY: Self = Self {
+        words: [0; BITMAP_WORDS],
+    };
+
+    #[must_use]
+    pub const fn has(&self, rule: usize) -> bool {
+        self.words[rule / 64] & (1 << (rule % 64)) != 0
+    }
+
+    pub const fn set(&mut self, rule: usize) {
+        self.words[rule / 64] |= 1 << (rule % 64);
+    }
+}
+
+/// What a rule or default does.
 ///
 /// Append-only: never renumber; retire a value by renaming it `Reserved…`.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// No rule matched: fall through to the direction's default.
+    /// No rule matched (internal): the chain's default applies.
     NoMatch = 0,
     Accept = 1,
     Drop = 2,
+    /// Drop and answer: TCP RST, or an ICMP/ICMPv6 error (`RejectWith`).
+    Reject = 3,
+    /// Log and go on with the next matching rule (`-j LOG`).
+    Log = 4,
 }
 
 impl Action {
@@ -25,101 +94,237 @@ impl Action {
         match v {
             1 => Self::Accept,
             2 => Self::Drop,
+            3 => Self::Reject,
+            4 => Self::Log,
             _ => Self::NoMatch,
         }
     }
 }
 
-/// Number of policy generations kept side by side.
-pub const GENERATIONS: u32 = 2;
-
-/// Layer-4 protocols with a per-port table.
+/// How a REJECT answers. `Auto` is iptables' behaviour: TCP RST for TCP,
+/// port unreachable for UDP, protocol unreachable otherwise.
+///
+/// Append-only: never renumber.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PortProto {
-    Tcp = 0,
-    Udp = 1,
+pub enum RejectWith {
+    Auto = 0,
+    TcpReset = 1,
+    PortUnreachable = 2,
+    ProtoUnreachable = 3,
+    HostUnreachable = 4,
+    NetUnreachable = 5,
+    AdminProhibited = 6,
 }
 
-impl PortProto {
-    pub const COUNT: u32 = 2;
+impl RejectWith {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::TcpReset,
+            2 => Self::PortUnreachable,
+            3 => Self::ProtoUnreachable,
+            4 => Self::HostUnreachable,
+            5 => Self::NetUnreachable,
+            6 => Self::AdminProhibited,
+            _ => Self::Auto,
+        }
+    }
 }
 
-/// Protocols without ports, each with one verdict per direction.
+/// What a `[stateful]` stage does with its packets.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OtherProto {
-    Icmp = 0,
-    Icmpv6 = 1,
-    /// Any other IP protocol (GRE, ESP, SCTP …).
-    Other = 2,
+pub enum StageAction {
+    Accept = 1,
+    Drop = 2,
+    /// Hand the packet to the rules, which see its connection state.
+    Rules = 3,
 }
 
-impl OtherProto {
-    pub const COUNT: usize = 4;
+impl StageAction {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Accept,
+            3 => Self::Rules,
+            _ => Self::Drop,
+        }
+    }
 }
 
-/// The verdict of the first matching rule for one (protocol, port), or
-/// `Action::NoMatch`. `rule` is the 1-based index of that rule in its
-/// direction's list (0 when nothing matched), for counters and events.
+/// Connection state of a packet, as the `state` match sees it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketState {
+    New = 0,
+    Established = 1,
+    Related = 2,
+    Invalid = 3,
+}
+
+/// Per-rule data the datapath needs once a rule matched.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PortVerdict {
+pub struct RuleMeta {
+    /// An `Action`.
     pub action: u8,
+    /// A `RejectWith`.
+    pub reject_with: u8,
+    /// `RULE_FLAG_*`.
+    pub flags: u8,
     pub _pad: u8,
-    pub rule: u16,
+    /// Stable identity of the rule across reloads (for counters).
+    pub id: u32,
 }
-const _: () = assert!(size_of::<PortVerdict>() == 4);
+const _: () = assert!(size_of::<RuleMeta>() == 8);
 
-impl PortVerdict {
-    pub const NO_MATCH: Self = Self {
-        action: Action::NoMatch as u8,
-        _pad: 0,
-        rule: 0,
-    };
+/// The rule asks for its matches to be logged.
+pub const RULE_FLAG_LOG: u8 = 1;
+
+/// Per-chain part of the policy header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainHeader {
+    /// `Action` when no rule decides (Accept, Drop or Reject).
+    pub default_action: u8,
+    /// `RejectWith` of a rejecting default.
+    pub default_reject_with: u8,
+    pub rule_count: u16,
+    /// Class of an interface no rule names.
+    pub iface_default_class: u16,
+    pub _pad: u16,
 }
+const _: () = assert!(size_of::<ChainHeader>() == 8);
 
-/// Entries in `FW_PORTS`: generations × directions × protocols × ports.
-pub const PORT_TABLE_ENTRIES: u32 = GENERATIONS * 2 * PortProto::COUNT * 65_536;
-
-/// Index of (generation, direction, protocol, port) in `FW_PORTS`.
-#[must_use]
-pub const fn port_index(generation: u32, dir: Direction, proto: PortProto, port: u16) -> u32 {
-    ((generation * 2 + dir as u32) * PortProto::COUNT + proto as u32) * 65_536 + port as u32
-}
-
-/// Per-generation header: everything about a policy that is not per port.
-/// Element `generation` of the `FW_POLICY` array.
+/// Element `generation` of `FW_POLICY`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyHeader {
     /// Identifies the policy text (FNV-1a of the source) for `status`.
     pub policy_hash: u64,
-    /// `Action` for new flows no rule decided, per direction. Never `NoMatch`.
-    pub default_action: [u8; 2],
-    /// `1`: accept `ICMPv6` neighbour discovery (types 133–137 with hop limit
-    /// 255) before the rules; without it IPv6 stops working.
-    pub accept_neighbor_discovery: u8,
-    pub _pad0: u8,
-    /// Number of rules per direction (for status output).
-    pub rule_count: [u16; 2],
-    /// Verdicts for port-less protocols: `[direction][OtherProto]`.
-    pub other: [[PortVerdict; OtherProto::COUNT]; 2],
+    pub chains: [ChainHeader; 3],
+    /// `StageAction` for packets of tracked connections (ESTABLISHED).
+    pub established: u8,
+    /// `StageAction` for INVALID packets.
+    pub invalid: u8,
+    /// 1: a TCP packet without a connection must be a pure SYN to be NEW;
+    /// anything else is INVALID.
+    pub tcp_syn_only: u8,
+    /// `StageAction` for `ICMPv6` neighbour discovery with hop limit 255.
+    pub neighbor_discovery: u8,
+    pub _pad: [u8; 4],
 }
-const _: () = assert!(size_of::<PolicyHeader>() == 48);
+const _: () = assert!(size_of::<PolicyHeader>() == 40);
 
 impl PolicyHeader {
     pub const EMPTY: Self = Self {
         policy_hash: 0,
-        default_action: [Action::Drop as u8, Action::Accept as u8],
-        accept_neighbor_discovery: 1,
-        _pad0: 0,
-        rule_count: [0; 2],
-        other: [[PortVerdict::NO_MATCH; OtherProto::COUNT]; 2],
+        chains: [ChainHeader {
+            default_action: Action::Drop as u8,
+            default_reject_with: 0,
+            rule_count: 0,
+            iface_default_class: 0,
+            _pad: 0,
+        }; 3],
+        established: StageAction::Accept as u8,
+        invalid: StageAction::Drop as u8,
+        tcp_syn_only: 1,
+        neighbor_discovery: StageAction::Accept as u8,
+        _pad: [0; 4],
     };
 }
 
+// ---- per-field tables -------------------------------------------------
+
+/// Small per-field tables share one array, `FW_TABLES`, of `[u16; 4]`
+/// elements holding class ids. Each (generation, chain) owns a block of
+/// `TABLE_SLOTS` slots, laid out by the offsets below.
+pub mod table {
+    pub const SPORT: u32 = 0;
+    pub const DPORT: u32 = 65_536;
+    pub const PROTO: u32 = 131_072;
+    pub const ICMP4_TYPE: u32 = 131_328;
+    pub const ICMP6_TYPE: u32 = 131_584;
+    pub const TCP_FLAGS: u32 = 131_840;
+    pub const STATE: u32 = 132_096;
+    /// Slots per block (multiple of 4).
+    pub const SLOTS: u32 = 132_100;
+    /// `[u16; 4]` elements per block.
+    pub const ELEMENTS: u32 = SLOTS / 4;
+}
+const _: () = assert!(table::SLOTS.is_multiple_of(4));
+
+/// Entries of `FW_TABLES`.
+pub const TABLE_ENTRIES: u32 = GENERATIONS * Chain::COUNT * table::ELEMENTS;
+
+/// Element index and lane of slot `slot` of (generation, chain).
+#[must_use]
+pub const fn table_slot(generation: u32, chain: Chain, slot: u32) -> (u32, u32) {
+    (
+        (generation * Chain::COUNT + chain as u32) * table::ELEMENTS + slot / 4,
+        slot % 4,
+    )
+}
+
+/// Entries of `FW_CLASSES`.
+pub const CLASS_ENTRIES: u32 = GENERATIONS * Chain::COUNT * MAX_CLASSES;
+
+/// Index of `class` of (generation, chain) in `FW_CLASSES`.
+#[must_use]
+pub const fn class_index(generation: u32, chain: Chain, class: u32) -> u32 {
+    (generation * Chain::COUNT + chain as u32) * MAX_CLASSES + (class % MAX_CLASSES)
+}
+
+/// Entries of `FW_RULES`.
+pub const RULE_ENTRIES: u32 = GENERATIONS * Chain::COUNT * MAX_RULES_U32;
+
+/// Index of rule `rule` of (generation, chain) in `FW_RULES`.
+#[must_use]
+pub const fn rule_index(generation: u32, chain: Chain, rule: u32) -> u32 {
+    (generation * Chain::COUNT + chain as u32) * MAX_RULES_U32 + (rule % MAX_RULES_U32)
+}
+
+/// Key of the address tries `FW_SRC` and `FW_DST` (`LpmTrie` data). The
+/// first four bytes (generation, chain, family, 0) are always part of the
+/// prefix, so `prefix_len` = 32 + address prefix length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    pub generation: u8,
+    pub chain: u8,
+    /// `family::IPV4` or `family::IPV6`.
+    pub family: u8,
+    pub _pad: u8,
+    /// IPv4 uses the first four bytes.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<AddrKey>() == 20);
+
+/// Bits of `AddrKey` before the address.
+pub const ADDR_KEY_HEADER_BITS: u32 = 32;
+
+/// Key of `FW_IFACES`: which class an interface has in a chain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceKey {
+    pub generation: u8,
+    pub chain: u8,
+    pub _pad: u16,
+    pub ifindex: u32,
+}
+const _: () = assert!(size_of::<IfaceKey>() == 8);
+
+/// Capacity of each address trie (both generations, every chain).
+pub const ADDR_TRIE_MAX_ENTRIES: u32 = 2_200_000;
+/// Capacity of `FW_IFACES`.
+pub const IFACE_MAX_ENTRIES: u32 = 4096;
+
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for PortVerdict {}
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for PolicyHeader {}
+mod pod {
+    unsafe impl aya::Pod for super::RuleBitmap {}
+    unsafe impl aya::Pod for super::RuleMeta {}
+    unsafe impl aya::Pod for super::PolicyHeader {}
+    unsafe impl aya::Pod for super::AddrKey {}
+    unsafe impl aya::Pod for super::IfaceKey {}
+}

@@ -24,7 +24,12 @@ use crate::{parse::Packet, pipeline::Verdict};
 pub fn fw_ingress(ctx: XdpContext) -> u32 {
     let len = ctx.data_end() - ctx.data();
     let pkt = Packet::new(ctx.data(), ctx.data_end(), len);
-    match pipeline::process(&pkt, Direction::Ingress) {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "interface indexes are 32-bit"
+    )]
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match pipeline::process(&pkt, Direction::Ingress, ifindex) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
     }
@@ -47,7 +52,9 @@ pub fn fw_egress(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     }
     let pkt = Packet::new(ctx.data(), ctx.data_end(), len as usize);
-    match pipeline::process(&pkt, Direction::Egress) {
+    // SAFETY: reading a field of the context the kernel passed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    match pipeline::process(&pkt, Direction::Egress, ifindex) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
     }

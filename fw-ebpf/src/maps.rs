@@ -2,15 +2,19 @@
 //! loader and the programs cannot drift apart. The loader pins them.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use fw_common::{
     config::FwConfig,
     conntrack::{CtEntry, CtKey},
     counters::{Counter, CounterValue},
     maps::CONNTRACK_MAX_ENTRIES,
-    policy::{GENERATIONS, PORT_TABLE_ENTRIES, PolicyHeader, PortVerdict},
+    policy::{
+        ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES, IfaceKey,
+        PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
+    },
 };
 
 #[map]
@@ -20,7 +24,25 @@ pub static FW_CONFIG: Array<FwConfig> = Array::with_max_entries(1, 0);
 pub static FW_POLICY: Array<PolicyHeader> = Array::with_max_entries(GENERATIONS, 0);
 
 #[map]
-pub static FW_PORTS: Array<PortVerdict> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
+pub static FW_RULES: Array<RuleMeta> = Array::with_max_entries(RULE_ENTRIES, 0);
+
+#[map]
+pub static FW_CLASSES: Array<RuleBitmap> = Array::with_max_entries(CLASS_ENTRIES, 0);
+
+#[map]
+pub static FW_TABLES: Array<[u16; 4]> = Array::with_max_entries(TABLE_ENTRIES, 0);
+
+// LPM tries must not be preallocated; they grow with the sets loaded.
+#[map]
+pub static FW_SRC: LpmTrie<AddrKey, u32> =
+    LpmTrie::with_max_entries(ADDR_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static FW_DST: LpmTrie<AddrKey, u32> =
+    LpmTrie::with_max_entries(ADDR_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static FW_IFACES: HashMap<IfaceKey, u32> = HashMap::with_max_entries(IFACE_MAX_ENTRIES, 0);
 
 #[map]
 pub static FW_CONNTRACK: LruHashMap<CtKey, CtEntry> =
@@ -29,3 +51,12 @@ pub static FW_CONNTRACK: LruHashMap<CtKey, CtEntry> =
 #[map]
 pub static FW_COUNTERS: PerCpuArray<CounterValue> =
     PerCpuArray::with_max_entries(Counter::MAP_ENTRIES, 0);
+
+/// Scratch space for the classifier's bitmap (too big for the stack).
+#[map]
+pub static FW_SCRATCH: PerCpuArray<RuleBitmap> = PerCpuArray::with_max_entries(1, 0);
+
+/// The packet handed from the stateful stages to the rules (per CPU). Kernel
+/// only: never read by the loader.
+#[map]
+pub static FW_PENDING: PerCpuArray<crate::pipeline::Pending> = PerCpuArray::with_max_entries(1, 0);

@@ -1,25 +1,27 @@
 //! The stages every packet goes through, in the classic server-firewall
-//! order: parse, anti-spoof, neighbour discovery, connection tracking
-//! (ESTABLISHED accepted, INVALID dropped), then the policy for new flows.
-//! `finish` is the one place a verdict becomes counters.
+//! order: parse, anti-spoof, neighbour discovery, connection tracking, then
+//! the `[stateful]` stage for the packet's state (ESTABLISHED and INVALID
+//! are usually decided here) or the rules. There is one classification call
+//! site, and `finish` is the one place a verdict becomes counters.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use fw_common::{
     Direction,
     conntrack::{
-        CT_FLAG_SEEN_REPLY, CtState, TcpStep, datagram_transition, is_original, tcp_flags_valid,
-        tcp_is_pure_syn, tcp_transition_raw,
+        CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, TcpStep, datagram_transition, is_original,
+        tcp_flags, tcp_flags_valid, tcp_is_pure_syn, tcp_transition_raw,
     },
     counters::Counter,
     family, ipproto,
-    policy::Action,
+    policy::{Action, Chain, PacketState, StageAction},
 };
 
 use crate::{
     conntrack,
     maps::FW_COUNTERS,
+    maps::FW_PENDING,
     parse::{self, Fragment, Headers, Packet, ParseError},
-    policy::{self, Decision, Snapshot},
+    policy::{self, Query},
 };
 
 pub enum Verdict {
@@ -37,8 +39,8 @@ const ICMPV6_ND_FIRST: u8 = 133;
 const ICMPV6_ND_LAST: u8 = 137;
 
 #[inline(always)]
-pub fn process(pkt: &Packet, dir: Direction) -> Verdict {
-    let counter = decide(pkt, dir);
+pub fn process(pkt: &Packet, dir: Direction, ifindex: u32) -> Verdict {
+    let counter = decide(pkt, dir, ifindex);
     finish(dir, counter, pkt.len as u64)
 }
 
@@ -58,8 +60,29 @@ fn finish(dir: Direction, counter: Counter, bytes: u64) -> Verdict {
     }
 }
 
+/// What connection tracking makes of a packet.
+enum Track {
+    /// Part of a tracked connection (ESTABLISHED or a reply).
+    Established {
+        entry: *mut CtEntry,
+        original: bool,
+        next: CtState,
+    },
+    /// Starts a connection, or repeats the opener's packet before any reply
+    /// (still NEW, as in netfilter): `entry` is then the existing one.
+    New {
+        key: CtKey,
+        entry: Option<*mut CtEntry>,
+        next: CtState,
+    },
+    /// Not trackable on its own (ICMP errors, other protocols): NEW, but
+    /// no state is created.
+    Stateless,
+    Invalid,
+}
+
 #[inline(always)]
-fn decide(pkt: &Packet, dir: Direction) -> Counter {
+fn decide(pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
     let h = match parse::parse(pkt, dir == Direction::Ingress) {
         Ok(h) => h,
         Err(ParseError::NotIp) => return Counter::PassNonIp,
@@ -75,48 +98,238 @@ fn decide(pkt: &Packet, dir: Direction) -> Counter {
     if h.fragment == Fragment::Later {
         return Counter::DropFragment;
     }
-    if h.proto == ipproto::ICMPV6
-        && snap.header.accept_neighbor_discovery != 0
+    let chain = match dir {
+        Direction::Ingress => Chain::Input,
+        Direction::Egress => Chain::Output,
+    };
+    let nd = h.proto == ipproto::ICMPV6
         && (ICMPV6_ND_FIRST..=ICMPV6_ND_LAST).contains(&h.icmp_type)
-        && h.hop_limit == 255
-    {
-        return Counter::AcceptNeighborDiscovery;
-    }
+        && h.hop_limit == 255;
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() } + snap.clock_offset_ns;
-    let bytes = pkt.len as u64;
-    match h.proto {
-        ipproto::TCP => tcp(&h, dir, &snap, now, bytes),
-        ipproto::UDP => datagram(
-            &h,
-            dir,
-            &snap,
-            now,
-            bytes,
-            h.dport,
-            h.sport,
-            CtState::UdpUnreplied,
-            true,
+    let track = if nd {
+        Track::Stateless
+    } else {
+        track(&h, dir, now, snap.header.tcp_syn_only != 0)
+    };
+    let (state, stage) = match &track {
+        Track::Established { .. } => (
+            PacketState::Established,
+            StageAction::from_u8(snap.header.established),
         ),
-        ipproto::ICMP => icmp(
-            &h,
-            dir,
-            &snap,
-            now,
-            bytes,
-            ICMP_ECHO_REQUEST,
-            ICMP_ECHO_REPLY,
+        Track::Invalid => (
+            PacketState::Invalid,
+            StageAction::from_u8(snap.header.invalid),
         ),
-        ipproto::ICMPV6 => icmp(
-            &h,
-            dir,
-            &snap,
-            now,
-            bytes,
-            ICMPV6_ECHO_REQUEST,
-            ICMPV6_ECHO_REPLY,
+        Track::New { .. } | Track::Stateless if nd => (
+            PacketState::New,
+            StageAction::from_u8(snap.header.neighbor_discovery),
         ),
-        _ => stateless(&h, dir, &snap),
+        Track::New { .. } | Track::Stateless => (PacketState::New, StageAction::Rules),
+    };
+    match (stage, &track) {
+        (StageAction::Accept, Track::Invalid) => Counter::AcceptInvalid,
+        (StageAction::Accept, _) if nd => Counter::AcceptNeighborDiscovery,
+        (
+            StageAction::Accept,
+            Track::Established {
+                entry,
+                original,
+                next,
+            },
+        ) => {
+            conntrack::touch(*entry, *original, *next, now, pkt.len as u64);
+            Counter::AcceptEstablished
+        }
+        (StageAction::Accept, _) => Counter::AcceptDefault,
+        (StageAction::Drop, Track::Invalid) => Counter::DropInvalid,
+        (StageAction::Drop, Track::Established { .. }) => Counter::DropEstablished,
+        (StageAction::Drop, _) => Counter::DropNeighborDiscovery,
+        (StageAction::Rules, _) => {
+            if hand_over(
+                &h,
+                chain,
+                ifindex,
+                state,
+                &track,
+                snap.generation,
+                now,
+                pkt.len as u64,
+            )
+            .is_none()
+            {
+                return Counter::DropDefault;
+            }
+            classify_and_apply(dir)
+        }
+    }
+}
+
+/// What the rules stage needs, parked per CPU. Every path that reaches the
+/// rules writes this and then calls `classify_and_apply`, which reads only
+/// this record: the verifier then sees one state at that call, instead of
+/// one per parsing and tracking path, and verifies the classifier once.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    query: Query,
+    key: CtKey,
+    now: u64,
+    bytes: u64,
+    generation: u32,
+    /// `PENDING_*`.
+    kind: u8,
+    original: u8,
+    next: u8,
+    _pad: u8,
+}
+
+const PENDING_ESTABLISHED: u8 = 0;
+const PENDING_NEW_EXISTING: u8 = 1;
+const PENDING_NEW: u8 = 2;
+const PENDING_STATELESS: u8 = 3;
+const PENDING_INVALID: u8 = 4;
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "copies the packet's context into the per-CPU record"
+)]
+#[inline(always)]
+fn hand_over(
+    h: &Headers,
+    chain: Chain,
+    ifindex: u32,
+    state: PacketState,
+    track: &Track,
+    generation: u32,
+    now: u64,
+    bytes: u64,
+) -> Option<()> {
+    let p = FW_PENDING.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot from a map lookup, used only by this program run.
+    let p = unsafe { &mut *p };
+    p.query = query(h, chain, ifindex, state);
+    p.now = now;
+    p.bytes = bytes;
+    p.generation = generation;
+    match track {
+        Track::Established { original, next, .. } => {
+            // The entry is found again by its key after classification.
+            p.kind = PENDING_ESTABLISHED;
+            p.original = u8::from(*original);
+            p.next = *next as u8;
+            p.key = established_key(h, chain);
+        }
+        Track::New { key, entry, next } => {
+            p.kind = if entry.is_some() {
+                PENDING_NEW_EXISTING
+            } else {
+                PENDING_NEW
+            };
+            p.original = 1;
+            p.next = *next as u8;
+            p.key = *key;
+        }
+        Track::Stateless => p.kind = PENDING_STATELESS,
+        Track::Invalid => p.kind = PENDING_INVALID,
+    }
+    Some(())
+}
+
+/// The key of the flow `h` belongs to (as `track` computed it).
+#[inline(always)]
+fn established_key(h: &Headers, chain: Chain) -> CtKey {
+    let dir = if chain == Chain::Output {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let (l, r) = match h.proto {
+        ipproto::ICMP | ipproto::ICMPV6 => (h.icmp_id, h.icmp_id),
+        _ => ports(h, dir),
+    };
+    conntrack::flow_key(h, dir, l, r)
+}
+
+/// Classify the parked packet and carry the decision out on the connection
+/// table. Reads nothing but `FW_PENDING` and the maps.
+#[inline(never)]
+fn classify_and_apply(dir: Direction) -> Counter {
+    let Some(p) = FW_PENDING.get(0) else {
+        return Counter::DropDefault;
+    };
+    let d = policy::classify(p.generation, &p.query);
+    let by_rule = d.rule != 0;
+    match d.action {
+        Action::Accept => {}
+        Action::Reject => {
+            return if by_rule {
+                Counter::RejectRule
+            } else {
+                Counter::RejectDefault
+            };
+        }
+        Action::Drop | Action::NoMatch | Action::Log => {
+            return if by_rule {
+                Counter::DropRule
+            } else {
+                Counter::DropDefault
+            };
+        }
+    }
+    let accepted = if by_rule {
+        Counter::AcceptRule
+    } else {
+        Counter::AcceptDefault
+    };
+    match p.kind {
+        PENDING_ESTABLISHED | PENDING_NEW_EXISTING => {
+            // The entry may have been evicted meanwhile; then there is
+            // nothing to update.
+            if let Some(entry) = conntrack::lookup(&p.key, p.now) {
+                conntrack::touch(
+                    entry,
+                    p.original != 0,
+                    CtState::from_u8(p.next),
+                    p.now,
+                    p.bytes,
+                );
+            }
+            accepted
+        }
+        PENDING_NEW => {
+            if conntrack::create(
+                &p.key,
+                dir,
+                CtState::from_u8(p.next),
+                d.rule,
+                p.now,
+                p.bytes,
+            )
+            .is_err()
+            {
+                return Counter::DropTableFull;
+            }
+            accepted
+        }
+        _ => accepted,
+    }
+}
+
+#[inline(always)]
+fn query(h: &Headers, chain: Chain, ifindex: u32, state: PacketState) -> Query {
+    Query {
+        chain: chain as u8,
+        state: state as u8,
+        ifindex,
+        family: h.family,
+        proto: h.proto,
+        src: h.src,
+        dst: h.dst,
+        sport: h.sport,
+        dport: h.dport,
+        icmp_type: h.icmp_type,
+        tcp_flags: h.tcp_flags,
     }
 }
 
@@ -134,73 +347,6 @@ fn is_loopback(h: &Headers) -> bool {
     }
 }
 
-/// Counter for a policy decision on a new flow.
-#[inline(always)]
-fn decision_counter(d: &Decision) -> Counter {
-    match (d.action, d.rule) {
-        (Action::Accept, 0) => Counter::AcceptDefault,
-        (Action::Accept, _) => Counter::AcceptRule,
-        (Action::Drop, 0) | (Action::NoMatch, _) => Counter::DropDefault,
-        (Action::Drop, _) => Counter::DropRule,
-    }
-}
-
-#[inline(always)]
-fn tcp(h: &Headers, dir: Direction, snap: &Snapshot, now: u64, bytes: u64) -> Counter {
-    if !tcp_flags_valid(h.tcp_flags) {
-        return Counter::DropInvalid;
-    }
-    let (local_port, remote_port) = ports(h, dir);
-    let key = conntrack::flow_key(h, dir, local_port, remote_port);
-    if let Some(entry) = conntrack::lookup(&key, now) {
-        // SAFETY: pointer from a map lookup.
-        let e = unsafe { &*entry };
-        let original = is_original(e, dir);
-        let next = match tcp_transition_raw(e.state, original, h.tcp_flags) {
-            TcpStep::Invalid => return Counter::DropInvalid,
-            TcpStep::Ignore => CtState::from_u8(e.state),
-            TcpStep::To(s) => s,
-        };
-        // Until the peer answers, the opener's packets are still NEW (as in
-        // netfilter): a retransmitted SYN meets the policy in force now.
-        if original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
-            let d = policy::classify(snap, dir, h.proto, h.dport);
-            if d.action != Action::Accept {
-                return decision_counter(&d);
-            }
-        }
-        conntrack::touch(entry, original, next, now, bytes);
-        return Counter::AcceptEstablished;
-    }
-    // No state: only a pure SYN may start a connection; anything else
-    // (ACK scans, stray FIN/RST, SYN+ACK) is INVALID and never reaches the rules.
-    if !tcp_is_pure_syn(h.tcp_flags) {
-        return Counter::DropInvalid;
-    }
-    new_flow(h, dir, snap, now, bytes, &key, CtState::TcpSynSent)
-}
-
-/// Classify a new flow and, if accepted, track it.
-#[inline(always)]
-fn new_flow(
-    h: &Headers,
-    dir: Direction,
-    snap: &Snapshot,
-    now: u64,
-    bytes: u64,
-    key: &fw_common::conntrack::CtKey,
-    state: CtState,
-) -> Counter {
-    let d = policy::classify(snap, dir, h.proto, h.dport);
-    if d.action != Action::Accept {
-        return decision_counter(&d);
-    }
-    if conntrack::create(key, dir, state, d.rule, now, bytes).is_err() {
-        return Counter::DropTableFull;
-    }
-    decision_counter(&d)
-}
-
 /// (local, remote) ports of the packet as seen from `dir`.
 #[inline(always)]
 fn ports(h: &Headers, dir: Direction) -> (u16, u16) {
@@ -210,91 +356,135 @@ fn ports(h: &Headers, dir: Direction) -> (u16, u16) {
     }
 }
 
-/// UDP and ICMP echo: pseudo-connections keyed by ports or echo identifier.
-/// `opens`: may a packet without state start a flow (false for an echo reply).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "kept inline for the verifier; a struct would only move the fields"
-)]
 #[inline(always)]
-fn datagram(
-    h: &Headers,
-    dir: Direction,
-    snap: &Snapshot,
-    now: u64,
-    bytes: u64,
-    local_or_id: u16,
-    remote_or_id: u16,
-    new_state: CtState,
-    opens: bool,
-) -> Counter {
-    let (local_port, remote_port) = match h.proto {
-        ipproto::UDP => ports(h, dir),
-        _ => (local_or_id, remote_or_id),
-    };
+fn track(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track {
+    match h.proto {
+        ipproto::TCP => track_tcp(h, dir, now, tcp_syn_only),
+        ipproto::UDP => {
+            let (l, r) = ports(h, dir);
+            track_datagram(h, dir, now, l, r, CtState::UdpUnreplied, true)
+        }
+        ipproto::ICMP => track_icmp(h, dir, now, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
+        ipproto::ICMPV6 => track_icmp(h, dir, now, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY),
+        _ => Track::Stateless,
+    }
+}
+
+#[inline(always)]
+fn track_tcp(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track {
+    if !tcp_flags_valid(h.tcp_flags) {
+        return Track::Invalid;
+    }
+    let (local_port, remote_port) = ports(h, dir);
     let key = conntrack::flow_key(h, dir, local_port, remote_port);
     if let Some(entry) = conntrack::lookup(&key, now) {
         // SAFETY: pointer from a map lookup.
         let e = unsafe { &*entry };
         let original = is_original(e, dir);
+        let next = match tcp_transition_raw(e.state, original, h.tcp_flags) {
+            TcpStep::Invalid => return Track::Invalid,
+            TcpStep::Ignore => CtState::from_u8(e.state),
+            TcpStep::To(s) => s,
+        };
         if original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
-            let d = policy::classify(snap, dir, h.proto, h.dport);
-            if d.action != Action::Accept {
-                return decision_counter(&d);
-            }
+            return Track::New {
+                key,
+                entry: Some(entry),
+                next,
+            };
         }
+        return Track::Established {
+            entry,
+            original,
+            next,
+        };
+    }
+    if tcp_is_pure_syn(h.tcp_flags) {
+        return Track::New {
+            key,
+            entry: None,
+            next: CtState::TcpSynSent,
+        };
+    }
+    // With `tcp_syn_only = false`, a mid-stream segment (ACK set, no RST)
+    // may be picked up as an established connection, like netfilter's
+    // `nf_conntrack_tcp_loose`.
+    if !tcp_syn_only && h.tcp_flags & tcp_flags::ACK != 0 && h.tcp_flags & tcp_flags::RST == 0 {
+        return Track::New {
+            key,
+            entry: None,
+            next: CtState::TcpEstablished,
+        };
+    }
+    Track::Invalid
+}
+
+/// UDP and ICMP echo: pseudo-connections keyed by ports or echo identifier.
+/// `opens`: may a packet without state start a flow (false for an echo reply).
+#[inline(always)]
+fn track_datagram(
+    h: &Headers,
+    dir: Direction,
+    now: u64,
+    local_port: u16,
+    remote_port: u16,
+    new_state: CtState,
+    opens: bool,
+) -> Track {
+    let key = conntrack::flow_key(h, dir, local_port, remote_port);
+    if let Some(entry) = conntrack::lookup(&key, now) {
+        // SAFETY: pointer from a map lookup.
+        let e = unsafe { &*entry };
+        let original = is_original(e, dir);
         let next = datagram_transition(CtState::from_u8(e.state), original);
-        conntrack::touch(entry, original, next, now, bytes);
-        return Counter::AcceptEstablished;
+        if original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
+            return Track::New {
+                key,
+                entry: Some(entry),
+                next,
+            };
+        }
+        return Track::Established {
+            entry,
+            original,
+            next,
+        };
     }
-    if !opens {
-        return Counter::DropInvalid;
+    if opens {
+        Track::New {
+            key,
+            entry: None,
+            next: new_state,
+        }
+    } else {
+        Track::Invalid
     }
-    new_flow(h, dir, snap, now, bytes, &key, new_state)
 }
 
 #[inline(always)]
-fn icmp(
-    h: &Headers,
-    dir: Direction,
-    snap: &Snapshot,
-    now: u64,
-    bytes: u64,
-    request: u8,
-    reply: u8,
-) -> Counter {
+fn track_icmp(h: &Headers, dir: Direction, now: u64, request: u8, reply: u8) -> Track {
     if h.icmp_type == request {
-        datagram(
+        track_datagram(
             h,
             dir,
-            snap,
             now,
-            bytes,
             h.icmp_id,
             h.icmp_id,
             CtState::IcmpUnreplied,
             true,
         )
     } else if h.icmp_type == reply {
-        datagram(
+        track_datagram(
             h,
             dir,
-            snap,
             now,
-            bytes,
             h.icmp_id,
             h.icmp_id,
             CtState::IcmpUnreplied,
             false,
         )
     } else {
-        // Errors and other ICMP types carry no flow of their own here;
-        // the policy decides them without creating state.
-        stateless(h, dir, snap)
+        // Errors and other ICMP types carry no flow of their own here.
+        Track::Stateless
     }
-}
-
-#[inline(always)]
-fn stateless(h: &Headers, dir: Direction, snap: &Snapshot) -> Counter {
-    decision_counter(&policy::classify(snap, dir, h.proto, 0))
 }

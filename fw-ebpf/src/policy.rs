@@ -1,14 +1,21 @@
-//! Classification of new flows against the compiled policy. Rule order was
-//! resolved by the compiler, so this is one array lookup.
+//! Classification of a packet against a chain of the compiled policy: one
+//! lookup per match field, each giving a class whose bitmap lists the rules
+//! that field value allows; the AND of the bitmaps, lowest bit first, is the
+//! first matching rule. See `fw_common::policy` for the layout.
 
+use aya_ebpf::maps::lpm_trie::Key;
 use fw_common::{
-    Direction,
     config::FwConfig,
-    ipproto,
-    policy::{Action, OtherProto, PolicyHeader, PortProto, PortVerdict, port_index},
+    family,
+    policy::{
+        ADDR_KEY_HEADER_BITS, Action, AddrKey, BITMAP_WORDS, Chain, IfaceKey, PolicyHeader,
+        RuleBitmap, class_index, rule_index, table, table_slot,
+    },
 };
 
-use crate::maps::{FW_CONFIG, FW_POLICY, FW_PORTS};
+use crate::maps::{
+    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_POLICY, FW_RULES, FW_SCRATCH, FW_SRC, FW_TABLES,
+};
 
 /// The policy generation in force and the clock, read once per packet so a
 /// packet never mixes two policies.
@@ -30,38 +37,197 @@ pub fn snapshot() -> Option<Snapshot> {
     })
 }
 
-/// The decision for a new flow: the action and the 1-based rule that made
-/// it (0: the default policy).
+/// Everything the rules can match on.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Query {
+    /// A `Chain`, kept as a byte: the record travels through a map, and
+    /// the verifier must see every index into an array bounds-checked.
+    pub chain: u8,
+    /// A `PacketState`.
+    pub state: u8,
+    pub ifindex: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub tcp_flags: u8,
+}
+
+/// The verdict for a packet the rules decided: action, how to reject, and
+/// the 1-based rule (0: the chain's default).
 pub struct Decision {
     pub action: Action,
+    pub reject_with: u8,
     pub rule: u16,
 }
 
+/// `Log` rules are passed over (they log and continue); at most this many
+/// per packet, which bounds the search loop for the verifier.
+const MAX_MATCH_STEPS: usize = 8;
+
+/// Classify `q` against generation `generation` of the policy.
 #[inline(always)]
-pub fn classify(snap: &Snapshot, dir: Direction, proto: u8, dport: u16) -> Decision {
-    let verdict: PortVerdict = match proto {
-        ipproto::TCP => port_verdict(snap.generation, dir, PortProto::Tcp, dport),
-        ipproto::UDP => port_verdict(snap.generation, dir, PortProto::Udp, dport),
-        ipproto::ICMP => snap.header.other[dir as usize][OtherProto::Icmp as usize],
-        ipproto::ICMPV6 => snap.header.other[dir as usize][OtherProto::Icmpv6 as usize],
-        _ => snap.header.other[dir as usize][OtherProto::Other as usize],
-    };
-    match Action::from_u8(verdict.action) {
-        Action::NoMatch => Decision {
-            action: Action::from_u8(snap.header.default_action[dir as usize]),
+pub fn classify(generation: u32, q: &Query) -> Decision {
+    let Some(header) = FW_POLICY.get(generation & 1) else {
+        return Decision {
+            action: Action::Drop,
+            reject_with: 0,
             rule: 0,
-        },
-        action => Decision {
-            action,
-            rule: verdict.rule,
-        },
+        };
+    };
+    let chain = match q.chain {
+        0 => Chain::Input,
+        1 => Chain::Output,
+        _ => Chain::Forward,
+    };
+    let Some(chain_header) = header.chains.get(chain as usize) else {
+        return Decision {
+            action: Action::Drop,
+            reject_with: 0,
+            rule: 0,
+        };
+    };
+    let default = Decision {
+        action: Action::from_u8(chain_header.default_action),
+        reject_with: chain_header.default_reject_with,
+        rule: 0,
+    };
+    match first_match(
+        generation & 1,
+        chain,
+        q,
+        u32::from(chain_header.iface_default_class),
+    ) {
+        Some(d) => d,
+        None => default,
     }
 }
 
 #[inline(always)]
-fn port_verdict(generation: u32, dir: Direction, proto: PortProto, port: u16) -> PortVerdict {
-    FW_PORTS
-        .get(port_index(generation, dir, proto, port))
+fn table_class(generation: u32, chain: Chain, slot: u32) -> Option<u32> {
+    let (index, lane) = table_slot(generation, chain, slot);
+    let entry = FW_TABLES.get(index)?;
+    Some(u32::from(entry[(lane & 3) as usize]))
+}
+
+#[inline(always)]
+fn addr_class(
+    trie: &aya_ebpf::maps::LpmTrie<AddrKey, u32>,
+    generation: u32,
+    chain: Chain,
+    q: &Query,
+    addr: &[u32; 4],
+) -> Option<u32> {
+    let mut data = AddrKey {
+        generation: generation as u8,
+        chain: chain as u8,
+        family: q.family,
+        _pad: 0,
+        addr: [0; 16],
+    };
+    // IPv4 keys keep the last 12 bytes zero, as the loader writes them.
+    let words = if q.family == family::IPV4 { 1 } else { 4 };
+    for (i, word) in addr.iter().enumerate() {
+        if i < words {
+            data.addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+    let bits = if q.family == family::IPV4 { 32 } else { 128 };
+    trie.get(Key::new(ADDR_KEY_HEADER_BITS + bits, data))
         .copied()
-        .unwrap_or(PortVerdict::NO_MATCH)
+}
+
+#[inline(always)]
+fn bitmap(generation: u32, chain: Chain, class: u32) -> Option<&'static RuleBitmap> {
+    FW_CLASSES.get(class_index(generation, chain, class))
+}
+
+#[inline(always)]
+fn first_match(g: u32, c: Chain, q: &Query, iface_default: u32) -> Option<Decision> {
+    let icmp_table = if q.family == family::IPV4 {
+        table::ICMP4_TYPE
+    } else {
+        table::ICMP6_TYPE
+    };
+    let iface_key = IfaceKey {
+        generation: g as u8,
+        chain: c as u8,
+        _pad: 0,
+        ifindex: q.ifindex,
+    };
+    // SAFETY: hash map lookup of a plain key.
+    let iface_class = unsafe { FW_IFACES.get(iface_key) }
+        .copied()
+        .unwrap_or(iface_default);
+    let fields: [&RuleBitmap; 9] = [
+        bitmap(g, c, addr_class(&FW_SRC, g, c, q, &q.src)?)?,
+        bitmap(g, c, addr_class(&FW_DST, g, c, q, &q.dst)?)?,
+        bitmap(g, c, table_class(g, c, table::PROTO + u32::from(q.proto))?)?,
+        bitmap(g, c, table_class(g, c, table::SPORT + u32::from(q.sport))?)?,
+        bitmap(g, c, table_class(g, c, table::DPORT + u32::from(q.dport))?)?,
+        bitmap(
+            g,
+            c,
+            table_class(g, c, icmp_table + u32::from(q.icmp_type))?,
+        )?,
+        bitmap(
+            g,
+            c,
+            table_class(g, c, table::TCP_FLAGS + u32::from(q.tcp_flags))?,
+        )?,
+        bitmap(
+            g,
+            c,
+            table_class(g, c, table::STATE + u32::from(q.state & 3))?,
+        )?,
+        bitmap(g, c, iface_class)?,
+    ];
+    let acc = FW_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch slot from a map lookup; nothing else uses it
+    // while this program runs on this CPU.
+    let acc = unsafe { &mut *acc };
+    for w in 0..BITMAP_WORDS {
+        acc.words[w] = fields[0].words[w]
+            & fields[1].words[w]
+            & fields[2].words[w]
+            & fields[3].words[w]
+            & fields[4].words[w]
+            & fields[5].words[w]
+            & fields[6].words[w]
+            & fields[7].words[w]
+            & fields[8].words[w];
+    }
+    for _ in 0..MAX_MATCH_STEPS {
+        let rule = lowest_bit(acc)?;
+        let meta = FW_RULES.get(rule_index(g, c, rule))?;
+        let action = Action::from_u8(meta.action);
+        if action != Action::Log {
+            return Some(Decision {
+                action,
+                reject_with: meta.reject_with,
+                rule: rule as u16 + 1,
+            });
+        }
+        // A LOG rule: logging arrives with the observability work; the
+        // packet goes on to the next matching rule.
+        let w = (rule / 64) as usize % BITMAP_WORDS;
+        acc.words[w] &= !(1u64 << (rule % 64));
+    }
+    None
+}
+
+/// Index of the lowest set bit of `b`, if any.
+#[inline(always)]
+fn lowest_bit(b: &RuleBitmap) -> Option<u32> {
+    for w in 0..BITMAP_WORDS {
+        let word = b.words[w];
+        if word != 0 {
+            return Some(w as u32 * 64 + word.trailing_zeros());
+        }
+    }
+    None
 }

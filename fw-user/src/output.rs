@@ -11,13 +11,15 @@ pub fn status_table(s: &Status) -> String {
     let _ = writeln!(out, "fw: {} backend, pinned at {}", s.backend, s.pin_path);
     let _ = writeln!(
         out,
-        "policy: fingerprint {} (generation {}); defaults input {}, output {}; {} input rules, {} output rules",
+        "policy: fingerprint {} (generation {}); defaults input {}, output {}, forward {}; {} input, {} output, {} forward rules",
         s.policy_fingerprint,
         s.generation,
         s.defaults["input"],
         s.defaults["output"],
+        s.defaults["forward"],
         s.rules["input"],
-        s.rules["output"]
+        s.rules["output"],
+        s.rules["forward"]
     );
     let _ = writeln!(out, "\ninterfaces:");
     if s.interfaces.is_empty() {

@@ -16,6 +16,17 @@ use fw_user::{
     policy,
 };
 
+/// Interface names policies in verdict tests may use, and the ifindex
+/// `Datapath::run_on` presents for them. (`BPF_PROG_TEST_RUN` runs XDP on
+/// the loopback device unless told otherwise, ifindex 1.)
+#[must_use]
+pub fn test_ifindex(name: &str) -> Option<u32> {
+    match name {
+        "lo" => Some(1),
+        _ => name.strip_prefix("if").and_then(|n| n.parse().ok()),
+    }
+}
+
 /// XDP and TC return codes, named.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -63,9 +74,9 @@ impl Datapath {
     /// Replace the policy (the reload path of `fw-user load`).
     pub fn install(&mut self, policy_toml: &str) {
         let p = policy::parse(policy_toml, "test-policy.toml").unwrap_or_else(|e| panic!("{e}"));
-        self.maps
-            .install(&policy::compile(&p))
-            .expect("install policy");
+        let compiled = policy::compile(&p, "test-policy.toml", &test_ifindex)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.maps.install(&compiled).expect("install policy");
     }
 
     /// Move the datapath clock forward by `secs` (timeouts).

@@ -142,7 +142,7 @@ fn neighbor_discovery_needs_hop_limit_255() {
         &[(
             "NS when disabled",
             neighbor_solicitation(255),
-            Counter::DropDefault,
+            Counter::DropNeighborDiscovery,
         )],
     );
 }

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
 };
 use fw_common::{
     Direction,
@@ -12,13 +12,18 @@ use fw_common::{
     conntrack::{CtEntry, CtKey, CtState, is_expired},
     counters::{Counter, CounterValue},
     maps,
-    policy::{GENERATIONS, PolicyHeader, PortProto, PortVerdict, port_index},
+    policy::{
+        AddrKey, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta, class_index,
+        rule_index, table, table_slot,
+    },
 };
 
 use crate::{
     error::{Error, Result},
     policy::CompiledPolicy,
 };
+
+const _: u32 = table::SLOTS;
 
 /// `bpf_map_update_elem` flag: create only, never overwrite.
 const BPF_NOEXIST: u64 = 1;
@@ -27,7 +32,12 @@ const BPF_NOEXIST: u64 = 1;
 pub struct FwMaps {
     pub config: Array<MapData, FwConfig>,
     pub policy: Array<MapData, PolicyHeader>,
-    pub ports: Array<MapData, PortVerdict>,
+    pub rules: Array<MapData, RuleMeta>,
+    pub classes: Array<MapData, RuleBitmap>,
+    pub tables: Array<MapData, [u16; 4]>,
+    pub src: LpmTrie<MapData, AddrKey, u32>,
+    pub dst: LpmTrie<MapData, AddrKey, u32>,
+    pub ifaces: HashMap<MapData, IfaceKey, u32>,
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub counters: PerCpuArray<MapData, CounterValue>,
 }
@@ -54,7 +64,12 @@ impl FwMaps {
         Ok(Self {
             config: typed(take(maps::CONFIG)?, maps::CONFIG)?,
             policy: typed(take(maps::POLICY)?, maps::POLICY)?,
-            ports: typed(take(maps::PORTS)?, maps::PORTS)?,
+            rules: typed(take(maps::RULES)?, maps::RULES)?,
+            classes: typed(take(maps::CLASSES)?, maps::CLASSES)?,
+            tables: typed(take(maps::TABLES)?, maps::TABLES)?,
+            src: typed(take(maps::SRC)?, maps::SRC)?,
+            dst: typed(take(maps::DST)?, maps::DST)?,
+            ifaces: typed(take(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(take(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(take(maps::COUNTERS)?, maps::COUNTERS)?,
         })
@@ -78,7 +93,12 @@ impl FwMaps {
         Ok(Self {
             config: typed(open(maps::CONFIG)?, maps::CONFIG)?,
             policy: typed(open(maps::POLICY)?, maps::POLICY)?,
-            ports: typed(open(maps::PORTS)?, maps::PORTS)?,
+            rules: typed(open(maps::RULES)?, maps::RULES)?,
+            classes: typed(open(maps::CLASSES)?, maps::CLASSES)?,
+            tables: typed(open(maps::TABLES)?, maps::TABLES)?,
+            src: typed(open(maps::SRC)?, maps::SRC)?,
+            dst: typed(open(maps::DST)?, maps::DST)?,
+            ifaces: typed(open(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(open(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(open(maps::COUNTERS)?, maps::COUNTERS)?,
         })
@@ -130,14 +150,49 @@ impl FwMaps {
         } else {
             (cfg.active_gen + 1) % GENERATIONS
         };
-        for dir in [Direction::Ingress, Direction::Egress] {
-            for proto in [PortProto::Tcp, PortProto::Udp] {
-                for port in 0..=u16::MAX {
-                    let v = compiled.port_verdict(dir, proto, port);
-                    self.ports
-                        .set(port_index(target, dir, proto, port), v, 0)
-                        .map_err(|e| Error::bpf("cannot write `FW_PORTS`", e))?;
+        self.clear_generation(target)?;
+        for chain in Chain::ALL {
+            let t = &compiled.chains[chain as usize];
+            for (i, meta) in t.rules.iter().enumerate() {
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                self.rules
+                    .set(rule_index(target, chain, i), meta, 0)
+                    .map_err(|e| Error::bpf("cannot write `FW_RULES`", e))?;
+            }
+            for (c, bitmap) in t.classes.iter().enumerate() {
+                let c = u32::try_from(c).unwrap_or(u32::MAX);
+                self.classes
+                    .set(class_index(target, chain, c), bitmap, 0)
+                    .map_err(|e| Error::bpf("cannot write `FW_CLASSES`", e))?;
+            }
+            for (e, lanes) in t.table.chunks_exact(4).enumerate() {
+                let slot = u32::try_from(e * 4).unwrap_or(u32::MAX);
+                let (index, _) = table_slot(target, chain, slot);
+                let value = [lanes[0], lanes[1], lanes[2], lanes[3]];
+                self.tables
+                    .set(index, value, 0)
+                    .map_err(|e| Error::bpf("cannot write `FW_TABLES`", e))?;
+            }
+            for (trie, entries, name) in [
+                (&mut self.src, &t.src, "FW_SRC"),
+                (&mut self.dst, &t.dst, "FW_DST"),
+            ] {
+                for entry in entries {
+                    let (len, data) = entry.key(target, chain);
+                    trie.insert(&Key::new(len, data), u32::from(entry.class), 0)
+                        .map_err(|e| Error::bpf(format!("cannot write `{name}`"), e))?;
                 }
+            }
+            for &(ifindex, class) in &t.ifaces {
+                let key = IfaceKey {
+                    generation: u8::try_from(target).unwrap_or(0),
+                    chain: chain as u8,
+                    _pad: 0,
+                    ifindex,
+                };
+                self.ifaces
+                    .insert(key, u32::from(class), 0)
+                    .map_err(|e| Error::bpf("cannot write `FW_IFACES`", e))?;
             }
         }
         self.policy
@@ -147,6 +202,35 @@ impl FwMaps {
         cfg.abi_version = ABI_VERSION;
         self.set_config(cfg)?;
         Ok(target)
+    }
+
+    /// Remove what an earlier policy left in generation `target` of the
+    /// tries and the interface map (arrays are overwritten in full).
+    fn clear_generation(&mut self, target: u32) -> Result<()> {
+        let target = u8::try_from(target).unwrap_or(0);
+        for (trie, name) in [(&mut self.src, "FW_SRC"), (&mut self.dst, "FW_DST")] {
+            let stale: Vec<Key<AddrKey>> = trie
+                .keys()
+                .filter_map(std::result::Result::ok)
+                .filter(|k| k.data().generation == target)
+                .collect();
+            for k in stale {
+                trie.remove(&k)
+                    .map_err(|e| Error::bpf(format!("cannot clean `{name}`"), e))?;
+            }
+        }
+        let stale: Vec<IfaceKey> = self
+            .ifaces
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .filter(|k| k.generation == target)
+            .collect();
+        for k in stale {
+            self.ifaces
+                .remove(&k)
+                .map_err(|e| Error::bpf("cannot clean `FW_IFACES`", e))?;
+        }
+        Ok(())
     }
 
     /// Go back to the other generation (used to undo `install`).

@@ -26,7 +26,7 @@ pub fn run(
     detach: bool,
 ) -> Result<()> {
     let (policy, name) = super::read_policy(path)?;
-    let compiled = policy::compile(&policy);
+    let compiled = policy::compile(&policy, &name, &|n| nix::net::if_::if_nametoindex(n).ok())?;
     let targets = if !cli_ifaces.is_empty() {
         cli_ifaces.to_vec()
     } else if let Some(list) = &policy.interfaces {
@@ -40,7 +40,7 @@ pub fn run(
     }
     let report = xdp::load(layout, &compiled, &targets)?;
     println!(
-        "fw: {} policy {name} (generation {}; {} input rules, {} output rules; defaults: input {}, output {})",
+        "fw: {} policy {name} (generation {}; {} input, {} output, {} forward rules; defaults: input {}, output {}, forward {})",
         if report.fresh {
             "loaded"
         } else {
@@ -49,8 +49,10 @@ pub fn run(
         report.generation,
         policy.input.len(),
         policy.output.len(),
+        policy.forward.len(),
         policy.defaults.input,
         policy.defaults.output,
+        policy.defaults.forward,
     );
     for a in &report.attached {
         println!(

@@ -26,7 +26,7 @@ pub(crate) fn read_policy(path: Option<&Path>) -> Result<(Policy, String)> {
                 source,
             })?;
             let name = path.display().to_string();
-            Ok((policy::parse(&text, &name)?, name))
+            Ok((policy::parse_file(&text, path)?, name))
         }
     }
 }

@@ -2,7 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use fw_common::{config::ABI_VERSION, maps::CONNTRACK_MAX_ENTRIES, policy::Action};
+use fw_common::{
+    config::ABI_VERSION,
+    maps::CONNTRACK_MAX_ENTRIES,
+    policy::{Action, Chain},
+};
 use serde::Serialize;
 
 use crate::{
@@ -51,7 +55,8 @@ pub struct CounterStatus {
 fn action_name(a: u8) -> &'static str {
     match Action::from_u8(a) {
         Action::Accept => "accept",
-        Action::Drop | Action::NoMatch => "drop",
+        Action::Reject => "reject",
+        Action::Drop | Action::NoMatch | Action::Log => "drop",
     }
 }
 
@@ -101,14 +106,19 @@ pub fn collect(layout: &PinLayout) -> Result<Status> {
         pin_path: layout.root.display().to_string(),
         generation: cfg.active_gen,
         policy_fingerprint: format!("{:016x}", header.policy_hash),
-        defaults: BTreeMap::from([
-            ("input", action_name(header.default_action[0])),
-            ("output", action_name(header.default_action[1])),
-        ]),
-        rules: BTreeMap::from([
-            ("input", header.rule_count[0]),
-            ("output", header.rule_count[1]),
-        ]),
+        defaults: Chain::ALL
+            .iter()
+            .map(|c| {
+                (
+                    c.name(),
+                    action_name(header.chains[*c as usize].default_action),
+                )
+            })
+            .collect(),
+        rules: Chain::ALL
+            .iter()
+            .map(|c| (c.name(), header.chains[*c as usize].rule_count))
+            .collect(),
         interfaces,
         conntrack: ConntrackStatus {
             entries: by_state.values().sum(),

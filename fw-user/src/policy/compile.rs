@@ -1,185 +1,443 @@
-//! `Policy` → map contents. First-match order is resolved here: every
-//! (direction, protocol, port) gets the verdict of the first rule that
-//! matches it, so the datapath needs one lookup whatever the rule count.
+//! `Policy` → map contents for the bitmap classifier (see
+//! `fw_common::policy`). For every match field and every value the field can
+//! take, the compiler computes the bitmap of rules that value allows, and
+//! interns equal bitmaps into one class. Rule order lives in the bit
+//! positions, so the datapath needs one lookup per field whatever the rule
+//! count.
 
-use fw_common::{
-    Direction,
-    policy::{Action, OtherProto, PolicyHeader, PortProto, PortVerdict},
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
 };
 
-use super::{Policy, Proto, Rule};
+use fw_common::{
+    family, ipproto,
+    policy::{
+        Action, AddrKey, BITMAP_WORDS, Chain, ChainHeader, MAX_CLASSES, PolicyHeader,
+        RULE_FLAG_LOG, RejectWith, RuleBitmap, RuleMeta, StageAction, table,
+    },
+};
+use ipnet::IpNet;
 
-/// Ports per protocol table.
-pub const PORTS: usize = 65_536;
+use super::{AddrMatch, Policy, PortRange, Rule, RuleAction, Stage, Verdict, fingerprint};
+use crate::error::PolicyError;
+
+/// One address-trie entry: family, prefix bytes, prefix length, class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrEntry {
+    pub family: u8,
+    pub addr: [u8; 16],
+    pub prefix_len: u8,
+    pub class: u16,
+}
+
+impl AddrEntry {
+    /// The trie key of this entry in (generation, chain).
+    #[must_use]
+    pub fn key(&self, generation: u32, chain: Chain) -> (u32, AddrKey) {
+        let key = AddrKey {
+            generation: u8::try_from(generation).unwrap_or(0),
+            chain: chain as u8,
+            family: self.family,
+            _pad: 0,
+            addr: self.addr,
+        };
+        (
+            fw_common::policy::ADDR_KEY_HEADER_BITS + u32::from(self.prefix_len),
+            key,
+        )
+    }
+}
+
+/// Everything one chain writes into the maps.
+#[derive(Debug)]
+pub struct ChainTables {
+    pub rules: Vec<RuleMeta>,
+    /// Class id → bitmap.
+    pub classes: Vec<RuleBitmap>,
+    /// `table::SLOTS` class ids (ports, protocol, ICMP types, TCP flags, state).
+    pub table: Vec<u16>,
+    pub src: Vec<AddrEntry>,
+    pub dst: Vec<AddrEntry>,
+    /// (ifindex, class) for interfaces some rule names.
+    pub ifaces: Vec<(u32, u16)>,
+}
 
 /// Everything one policy generation writes into the maps.
+#[derive(Debug)]
 pub struct CompiledPolicy {
     pub header: PolicyHeader,
-    /// `[direction][PortProto]`, each `PORTS` long.
-    pub ports: [[Vec<PortVerdict>; 2]; 2],
+    pub chains: [ChainTables; 3],
 }
 
 impl CompiledPolicy {
+    /// The class id in `slot` of `chain`'s table.
     #[must_use]
-    pub fn port_verdict(&self, dir: Direction, proto: PortProto, port: u16) -> PortVerdict {
-        self.ports[dir as usize][proto as usize][usize::from(port)]
+    pub fn table_class(&self, chain: Chain, slot: u32) -> u16 {
+        self.chains[chain as usize].table[slot as usize]
     }
 }
 
-#[must_use]
-pub fn compile(policy: &Policy) -> CompiledPolicy {
+/// Compile `policy` (read from `file`, named in errors). `ifindex` resolves
+/// interface names of `iface` matches.
+///
+/// # Errors
+/// An interface that does not resolve, or a chain whose rules produce more
+/// distinct bitmaps than the classifier holds.
+pub fn compile(
+    policy: &Policy,
+    file: &str,
+    ifindex: &dyn Fn(&str) -> Option<u32>,
+) -> Result<CompiledPolicy, PolicyError> {
+    let stage = |s: Stage| match s {
+        Stage::Accept => StageAction::Accept as u8,
+        Stage::Drop => StageAction::Drop as u8,
+        Stage::Rules => StageAction::Rules as u8,
+    };
     let mut header = PolicyHeader::EMPTY;
     header.policy_hash = policy.hash;
-    header.default_action = [
-        policy.defaults.input.action() as u8,
-        policy.defaults.output.action() as u8,
-    ];
-    header.accept_neighbor_discovery = u8::from(policy.neighbor_discovery);
-    let mut ports = [
-        [
-            vec![PortVerdict::NO_MATCH; PORTS],
-            vec![PortVerdict::NO_MATCH; PORTS],
-        ],
-        [
-            vec![PortVerdict::NO_MATCH; PORTS],
-            vec![PortVerdict::NO_MATCH; PORTS],
-        ],
-    ];
-    for (dir, rules) in [
-        (Direction::Ingress, &policy.input),
-        (Direction::Egress, &policy.output),
-    ] {
-        header.rule_count[dir as usize] = u16::try_from(rules.len()).unwrap_or(u16::MAX);
-        for (i, rule) in rules.iter().enumerate() {
-            let verdict = PortVerdict {
-                action: rule.verdict.action() as u8,
-                _pad: 0,
-                rule: u16::try_from(i + 1).unwrap_or(u16::MAX),
-            };
-            apply_rule(
-                rule,
-                verdict,
-                &mut ports[dir as usize],
-                &mut header.other[dir as usize],
-            );
-        }
+    header.established = stage(policy.stateful.established);
+    header.invalid = stage(policy.stateful.invalid);
+    header.tcp_syn_only = u8::from(policy.stateful.tcp_syn_only);
+    header.neighbor_discovery = stage(policy.stateful.neighbor_discovery);
+    let mut chains = Vec::new();
+    for chain in Chain::ALL {
+        let default = match chain {
+            Chain::Input => policy.defaults.input,
+            Chain::Output => policy.defaults.output,
+            Chain::Forward => policy.defaults.forward,
+        };
+        let rules = policy.rules(chain);
+        let (tables, iface_default) = compile_chain(rules, chain, file, ifindex)?;
+        let (action, with) = match default {
+            Verdict::Accept => (Action::Accept, RejectWith::Auto),
+            Verdict::Drop => (Action::Drop, RejectWith::Auto),
+            Verdict::Reject(w) => (Action::Reject, w),
+        };
+        header.chains[chain as usize] = ChainHeader {
+            default_action: action as u8,
+            default_reject_with: with as u8,
+            rule_count: u16::try_from(rules.len()).unwrap_or(u16::MAX),
+            iface_default_class: iface_default,
+            _pad: 0,
+        };
+        chains.push(tables);
     }
-    CompiledPolicy { header, ports }
+    let chains: [ChainTables; 3] = chains.try_into().expect("three chains");
+    Ok(CompiledPolicy { header, chains })
 }
 
-/// Give every slot `rule` matches its verdict, unless an earlier rule
-/// already claimed the slot.
-fn apply_rule(
-    rule: &Rule,
-    verdict: PortVerdict,
-    ports: &mut [Vec<PortVerdict>; 2],
-    other: &mut [PortVerdict; OtherProto::COUNT],
-) {
-    let mut claim = |slot: &mut PortVerdict| {
-        if slot.action == Action::NoMatch as u8 {
-            *slot = verdict;
+/// Interns bitmaps into class ids.
+struct Classes {
+    ids: HashMap<RuleBitmap, u16>,
+    list: Vec<RuleBitmap>,
+}
+
+impl Classes {
+    fn new() -> Self {
+        Self {
+            ids: HashMap::new(),
+            list: Vec::new(),
         }
+    }
+
+    fn intern(&mut self, b: RuleBitmap) -> Option<u16> {
+        if let Some(&id) = self.ids.get(&b) {
+            return Some(id);
+        }
+        if self.list.len() >= MAX_CLASSES as usize {
+            return None;
+        }
+        let id = u16::try_from(self.list.len()).ok()?;
+        self.list.push(b);
+        self.ids.insert(b, id);
+        Some(id)
+    }
+}
+
+fn or(a: &RuleBitmap, b: &RuleBitmap) -> RuleBitmap {
+    let mut r = *a;
+    for w in 0..BITMAP_WORDS {
+        r.words[w] |= b.words[w];
+    }
+    r
+}
+
+fn and(a: &RuleBitmap, b: &RuleBitmap) -> RuleBitmap {
+    let mut r = *a;
+    for w in 0..BITMAP_WORDS {
+        r.words[w] &= b.words[w];
+    }
+    r
+}
+
+fn and_not(a: &RuleBitmap, b: &RuleBitmap) -> RuleBitmap {
+    let mut r = *a;
+    for w in 0..BITMAP_WORDS {
+        r.words[w] &= !b.words[w];
+    }
+    r
+}
+
+/// Bitmap of the rules for which `f` holds.
+fn rules_where(rules: &[Rule], f: impl Fn(&Rule) -> bool) -> RuleBitmap {
+    let mut b = RuleBitmap::EMPTY;
+    for (i, r) in rules.iter().enumerate() {
+        if f(r) {
+            b.set(i);
+        }
+    }
+    b
+}
+
+/// Stable identity of a rule across reloads: its name and content.
+fn rule_id(r: &Rule) -> u32 {
+    let h = fingerprint(&format!(
+        "{r}|{:?}|{:?}|{:?}|{:?}",
+        r.state, r.tcp_flags, r.families, r.log
+    ));
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a 32-bit digest of the 64-bit one"
+    )]
+    let id = (h ^ (h >> 32)) as u32;
+    id
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one block per match field, in the order the datapath looks them up"
+)]
+fn compile_chain(
+    rules: &[Rule],
+    chain: Chain,
+    file: &str,
+    ifindex: &dyn Fn(&str) -> Option<u32>,
+) -> Result<(ChainTables, u16), PolicyError> {
+    let too_many = || PolicyError {
+        file: file.to_string(),
+        line: 1,
+        column: 1,
+        message: format!(
+            "the [[{}]] rules need more than {MAX_CLASSES} distinct match combinations",
+            chain.name()
+        ),
+        hint: "merge rules that differ only in ports or addresses into lists or sets".into(),
     };
-    let port_protos: &[PortProto] = match rule.proto {
-        Proto::Tcp => &[PortProto::Tcp],
-        Proto::Udp => &[PortProto::Udp],
-        Proto::Any => &[PortProto::Tcp, PortProto::Udp],
-        Proto::Icmp | Proto::Icmpv6 => &[],
-    };
-    for &proto in port_protos {
-        let table = &mut ports[proto as usize];
-        if rule.dport.is_empty() {
-            table.iter_mut().for_each(&mut claim);
-        } else {
-            for range in &rule.dport {
-                table[usize::from(range.first)..=usize::from(range.last)]
-                    .iter_mut()
-                    .for_each(&mut claim);
+    let mut classes = Classes::new();
+    let mut intern = |b: RuleBitmap| classes.intern(b).ok_or_else(too_many);
+
+    let metas = rules
+        .iter()
+        .map(|r| {
+            let (action, with) = match r.action {
+                RuleAction::Accept => (Action::Accept, RejectWith::Auto),
+                RuleAction::Drop => (Action::Drop, RejectWith::Auto),
+                RuleAction::Reject(w) => (Action::Reject, w),
+                RuleAction::Log => (Action::Log, RejectWith::Auto),
+            };
+            RuleMeta {
+                action: action as u8,
+                reject_with: with as u8,
+                flags: if r.log { RULE_FLAG_LOG } else { 0 },
+                _pad: 0,
+                id: rule_id(r),
+            }
+        })
+        .collect();
+
+    let mut tbl = vec![0u16; table::SLOTS as usize];
+    port_field(
+        rules,
+        |r| &r.sport,
+        &mut tbl[table::SPORT as usize..table::DPORT as usize],
+        &mut intern,
+    )?;
+    port_field(
+        rules,
+        |r| &r.dport,
+        &mut tbl[table::DPORT as usize..table::PROTO as usize],
+        &mut intern,
+    )?;
+    for p in 0..=255u8 {
+        tbl[(table::PROTO + u32::from(p)) as usize] =
+            intern(rules_where(rules, |r| r.proto.is_none_or(|x| x == p)))?;
+    }
+    for t in 0..=255u8 {
+        let v4 = rules_where(rules, |r| {
+            r.icmp_type.is_empty() || (r.proto == Some(ipproto::ICMP) && r.icmp_type.contains(&t))
+        });
+        let v6 = rules_where(rules, |r| {
+            r.icmp_type.is_empty() || (r.proto == Some(ipproto::ICMPV6) && r.icmp_type.contains(&t))
+        });
+        tbl[(table::ICMP4_TYPE + u32::from(t)) as usize] = intern(v4)?;
+        tbl[(table::ICMP6_TYPE + u32::from(t)) as usize] = intern(v6)?;
+    }
+    for f in 0..=255u8 {
+        let b = rules_where(rules, |r| r.tcp_flags.is_none_or(|m| f & m.mask == m.comp));
+        tbl[(table::TCP_FLAGS + u32::from(f)) as usize] = intern(b)?;
+    }
+    for s in [
+        fw_common::policy::PacketState::New,
+        fw_common::policy::PacketState::Established,
+        fw_common::policy::PacketState::Related,
+        fw_common::policy::PacketState::Invalid,
+    ] {
+        tbl[(table::STATE + s as u32) as usize] = intern(rules_where(rules, |r| {
+            r.state.is_empty() || r.state.contains(&s)
+        }))?;
+    }
+
+    let src = addr_field(rules, |r| r.src.as_ref(), &mut intern)?;
+    let dst = addr_field(rules, |r| r.dst.as_ref(), &mut intern)?;
+
+    let any_iface = rules_where(rules, |r| r.iface.is_empty());
+    let iface_default = intern(any_iface)?;
+    let names: BTreeSet<&str> = rules
+        .iter()
+        .flat_map(|r| r.iface.iter().map(String::as_str))
+        .collect();
+    let mut ifaces = Vec::new();
+    for name in names {
+        let index = ifindex(name).ok_or_else(|| {
+            let line = rules
+                .iter()
+                .find(|r| r.iface.iter().any(|i| i == name))
+                .map_or(1, |r| r.line);
+            PolicyError {
+                file: file.to_string(),
+                line,
+                column: 1,
+                message: format!(
+                    "a [[{}]] rule names interface `{name}`, which does not exist here",
+                    chain.name()
+                ),
+                hint: "`ip link` lists the interfaces of this network namespace".into(),
+            }
+        })?;
+        let b = or(
+            &any_iface,
+            &rules_where(rules, |r| r.iface.iter().any(|i| i == name)),
+        );
+        ifaces.push((index, intern(b)?));
+    }
+    Ok((
+        ChainTables {
+            rules: metas,
+            classes: classes.list,
+            table: tbl,
+            src,
+            dst,
+            ifaces,
+        },
+        iface_default,
+    ))
+}
+
+/// Fill `out` (65536 slots) with the class of every port.
+fn port_field(
+    rules: &[Rule],
+    pick: impl Fn(&Rule) -> &[PortRange],
+    out: &mut [u16],
+    intern: &mut impl FnMut(RuleBitmap) -> Result<u16, PolicyError>,
+) -> Result<(), PolicyError> {
+    let any = rules_where(rules, |r| pick(r).is_empty());
+    // Sweep the port line: +1 where a rule's range starts, -1 past its end.
+    let mut events: Vec<Vec<(usize, i32)>> = vec![Vec::new(); 65_537];
+    for (i, r) in rules.iter().enumerate() {
+        for range in pick(r) {
+            events[usize::from(range.first)].push((i, 1));
+            events[usize::from(range.last) + 1].push((i, -1));
+        }
+    }
+    let mut depth = vec![0i32; rules.len()];
+    let mut current = any;
+    let mut class = intern(current)?;
+    for (port, slot) in out.iter_mut().enumerate() {
+        if !events[port].is_empty() {
+            for &(i, d) in &events[port] {
+                depth[i] += d;
+                if depth[i] > 0 {
+                    current.set(i);
+                } else {
+                    current.words[i / 64] &= !(1 << (i % 64));
+                }
+            }
+            current = or(&current, &any);
+            class = intern(current)?;
+        }
+        *slot = class;
+    }
+    Ok(())
+}
+
+fn net_bytes(net: &IpNet) -> (u8, [u8; 16]) {
+    let mut bytes = [0u8; 16];
+    match net.addr() {
+        IpAddr::V4(a) => {
+            bytes[..4].copy_from_slice(&a.octets());
+            (family::IPV4, bytes)
+        }
+        IpAddr::V6(a) => (family::IPV6, a.octets()),
+    }
+}
+
+/// Trie entries for an address field: every listed prefix, plus the root
+/// of each family, each with the bitmap of rules an address whose longest
+/// listed prefix is that one satisfies.
+fn addr_field(
+    rules: &[Rule],
+    pick: impl Fn(&Rule) -> Option<&AddrMatch>,
+    intern: &mut impl FnMut(RuleBitmap) -> Result<u16, PolicyError>,
+) -> Result<Vec<AddrEntry>, PolicyError> {
+    let mut entries = Vec::new();
+    for v6 in [false, true] {
+        let allows = |r: &Rule| if v6 { r.families.ipv6 } else { r.families.ipv4 };
+        let wild = rules_where(rules, |r| allows(r) && pick(r).is_none());
+        let positive = rules_where(rules, |r| allows(r) && pick(r).is_some_and(|a| !a.negated));
+        let negated = rules_where(rules, |r| allows(r) && pick(r).is_some_and(|a| a.negated));
+        // Rules listing each prefix.
+        let mut direct: HashMap<IpNet, RuleBitmap> = HashMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(a) = pick(r).filter(|_| allows(r)) {
+                for net in a.nets.iter().filter(|n| matches!(n, IpNet::V6(_)) == v6) {
+                    direct.entry(*net).or_insert(RuleBitmap::EMPTY).set(i);
+                }
             }
         }
+        let root: IpNet = if v6 {
+            "::/0".parse().expect("root")
+        } else {
+            "0.0.0.0/0".parse().expect("root")
+        };
+        let lengths: BTreeSet<u8> = direct.keys().map(IpNet::prefix_len).collect();
+        let mut prefixes: BTreeSet<IpNet> = direct.keys().copied().collect();
+        prefixes.insert(root);
+        for p in prefixes {
+            // Every listed prefix containing p: p truncated to each length.
+            let mut covering = RuleBitmap::EMPTY;
+            for &len in lengths.iter().filter(|&&l| l <= p.prefix_len()) {
+                let q = IpNet::new(p.addr(), len).expect("valid length").trunc();
+                if let Some(b) = direct.get(&q) {
+                    covering = or(&covering, b);
+                }
+            }
+            let bits = or(
+                &or(&wild, &and(&covering, &positive)),
+                &and_not(&negated, &covering),
+            );
+            let (fam, addr) = net_bytes(&p);
+            entries.push(AddrEntry {
+                family: fam,
+                addr,
+                prefix_len: p.prefix_len(),
+                class: intern(bits)?,
+            });
+        }
     }
-    let others: &[OtherProto] = match rule.proto {
-        Proto::Icmp => &[OtherProto::Icmp],
-        Proto::Icmpv6 => &[OtherProto::Icmpv6],
-        Proto::Any => &[OtherProto::Icmp, OtherProto::Icmpv6, OtherProto::Other],
-        Proto::Tcp | Proto::Udp => &[],
-    };
-    for &o in others {
-        claim(&mut other[o as usize]);
-    }
+    Ok(entries)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::parse;
-
-    fn compiled(text: &str) -> CompiledPolicy {
-        compile(&parse(text, "t.toml").unwrap())
-    }
-
-    fn action(c: &CompiledPolicy, dir: Direction, proto: PortProto, port: u16) -> (Action, u16) {
-        let v = c.port_verdict(dir, proto, port);
-        (Action::from_u8(v.action), v.rule)
-    }
-
-    #[test]
-    fn ports_and_ranges_edges() {
-        let c = compiled(
-            "[[input]]\nproto = \"tcp\"\ndport = [22, \"8000-8100\"]\naction = \"accept\"\n",
-        );
-        let i = Direction::Ingress;
-        assert_eq!(action(&c, i, PortProto::Tcp, 22), (Action::Accept, 1));
-        assert_eq!(action(&c, i, PortProto::Tcp, 21), (Action::NoMatch, 0));
-        assert_eq!(action(&c, i, PortProto::Tcp, 23), (Action::NoMatch, 0));
-        assert_eq!(action(&c, i, PortProto::Tcp, 7999), (Action::NoMatch, 0));
-        assert_eq!(action(&c, i, PortProto::Tcp, 8000), (Action::Accept, 1));
-        assert_eq!(action(&c, i, PortProto::Tcp, 8100), (Action::Accept, 1));
-        assert_eq!(action(&c, i, PortProto::Tcp, 8101), (Action::NoMatch, 0));
-        // Other protocol, other direction: untouched.
-        assert_eq!(action(&c, i, PortProto::Udp, 22), (Action::NoMatch, 0));
-        assert_eq!(
-            action(&c, Direction::Egress, PortProto::Tcp, 22),
-            (Action::NoMatch, 0)
-        );
-        assert_eq!(
-            c.header.default_action,
-            [Action::Drop as u8, Action::Accept as u8]
-        );
-        assert_eq!(c.header.rule_count, [1, 0]);
-    }
-
-    #[test]
-    fn first_match_wins() {
-        let c = compiled(
-            "[[input]]\nproto = \"tcp\"\ndport = \"1000-2000\"\naction = \"drop\"\n\
-             [[input]]\nproto = \"tcp\"\ndport = [1500, 2500]\naction = \"accept\"\n\
-             [[input]]\naction = \"drop\"\n",
-        );
-        let i = Direction::Ingress;
-        assert_eq!(action(&c, i, PortProto::Tcp, 1500), (Action::Drop, 1));
-        assert_eq!(action(&c, i, PortProto::Tcp, 2500), (Action::Accept, 2));
-        // The catch-all rule 3 takes every port and protocol left.
-        assert_eq!(action(&c, i, PortProto::Tcp, 80), (Action::Drop, 3));
-        assert_eq!(action(&c, i, PortProto::Udp, 53), (Action::Drop, 3));
-        assert_eq!(c.header.other[0][OtherProto::Icmp as usize].rule, 3);
-        assert_eq!(c.header.other[0][OtherProto::Other as usize].rule, 3);
-    }
-
-    #[test]
-    fn icmp_rules_fill_their_slot_only() {
-        let c = compiled(
-            "[[output]]\nproto = \"icmpv6\"\naction = \"drop\"\n[defaults]\noutput = \"drop\"\n",
-        );
-        let out = &c.header.other[Direction::Egress as usize];
-        assert_eq!(
-            Action::from_u8(out[OtherProto::Icmpv6 as usize].action),
-            Action::Drop
-        );
-        assert_eq!(
-            Action::from_u8(out[OtherProto::Icmp as usize].action),
-            Action::NoMatch
-        );
-        assert_eq!(c.header.default_action[1], Action::Drop as u8);
-    }
-}
+#[path = "compile_tests.rs"]
+mod tests;

@@ -5,12 +5,15 @@
 //! and compiled without error.
 
 mod compile;
+mod icmp;
 mod parse;
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
-pub use compile::{CompiledPolicy, compile};
-pub use parse::{line_col as line_col_of, parse};
+pub use compile::{ChainTables, CompiledPolicy, compile};
+use fw_common::policy::{PacketState, RejectWith};
+use ipnet::IpNet;
+pub use parse::{line_col as line_col_of, parse, parse_file};
 
 /// The policy `fw-user load` uses when no file is given.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
@@ -23,33 +26,41 @@ pub struct Policy {
     /// Interfaces to guard; `None`: every interface that is up, except lo.
     pub interfaces: Option<Vec<String>>,
     pub defaults: Defaults,
-    pub neighbor_discovery: bool,
+    pub stateful: Stateful,
+    /// Named address sets, for `@name` in `src`/`dst`.
+    pub sets: BTreeMap<String, Vec<IpNet>>,
     pub input: Vec<Rule>,
     pub output: Vec<Rule>,
+    pub forward: Vec<Rule>,
     /// FNV-1a of the source text, shown by `status` to identify the policy.
     pub hash: u64,
+}
+
+impl Policy {
+    /// The rules of `chain`.
+    #[must_use]
+    pub fn rules(&self, chain: fw_common::policy::Chain) -> &[Rule] {
+        match chain {
+            fw_common::policy::Chain::Input => &self.input,
+            fw_common::policy::Chain::Output => &self.output,
+            fw_common::policy::Chain::Forward => &self.forward,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Defaults {
     pub input: Verdict,
     pub output: Verdict,
+    pub forward: Verdict,
 }
 
+/// What a chain does with a new connection no rule decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
     Drop,
-}
-
-impl Verdict {
-    #[must_use]
-    pub const fn action(self) -> fw_common::policy::Action {
-        match self {
-            Self::Accept => fw_common::policy::Action::Accept,
-            Self::Drop => fw_common::policy::Action::Drop,
-        }
-    }
+    Reject(RejectWith),
 }
 
 impl fmt::Display for Verdict {
@@ -57,29 +68,71 @@ impl fmt::Display for Verdict {
         f.write_str(match self {
             Self::Accept => "accept",
             Self::Drop => "drop",
+            Self::Reject(_) => "reject",
         })
     }
+}
+
+/// What a `[stateful]` stage does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Accept,
+    Drop,
+    /// The rules decide, matching on `state`.
+    Rules,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
-    Any,
-    Tcp,
-    Udp,
-    Icmp,
-    Icmpv6,
+pub struct Stateful {
+    /// Packets of tracked connections (ESTABLISHED, replies).
+    pub established: Stage,
+    pub invalid: Stage,
+    /// New TCP must be a pure SYN; otherwise mid-stream segments are NEW.
+    pub tcp_syn_only: bool,
+    pub neighbor_discovery: Stage,
 }
 
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Any => "any",
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-            Self::Icmp => "icmp",
-            Self::Icmpv6 => "icmpv6",
-        })
+impl Default for Stateful {
+    fn default() -> Self {
+        Self {
+            established: Stage::Accept,
+            invalid: Stage::Drop,
+            tcp_syn_only: true,
+            neighbor_discovery: Stage::Accept,
+        }
     }
+}
+
+/// Address families a rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Families {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Families {
+    pub const BOTH: Self = Self {
+        ipv4: true,
+        ipv6: true,
+    };
+    pub const IPV4: Self = Self {
+        ipv4: true,
+        ipv6: false,
+    };
+    pub const IPV6: Self = Self {
+        ipv4: false,
+        ipv6: true,
+    };
+}
+
+/// A source or destination match: addresses and prefixes (sets already
+/// expanded), possibly negated as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrMatch {
+    pub negated: bool,
+    pub nets: Vec<IpNet>,
+    /// As written, for messages and `status`.
+    pub shown: String,
 }
 
 /// An inclusive port range; a single port has `first == last`.
@@ -99,24 +152,92 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// `--tcp-flags MASK COMP`: `flags & mask == comp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpFlagsMatch {
+    pub mask: u8,
+    pub comp: u8,
+}
+
+/// What a rule does when it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    Accept,
+    Drop,
+    Reject(RejectWith),
+    /// Log and continue with the next rule.
+    Log,
+}
+
+impl fmt::Display for RuleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Accept => "accept",
+            Self::Drop => "drop",
+            Self::Reject(_) => "reject",
+            Self::Log => "log",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub name: Option<String>,
-    pub proto: Proto,
-    /// Empty: any destination port.
-    pub dport: Vec<PortRange>,
-    pub verdict: Verdict,
     /// 1-based line of the rule in the policy file, for messages.
     pub line: usize,
+    pub families: Families,
+    /// IP protocol number; `None`: any.
+    pub proto: Option<u8>,
+    pub src: Option<AddrMatch>,
+    pub dst: Option<AddrMatch>,
+    /// Empty: any port.
+    pub sport: Vec<PortRange>,
+    pub dport: Vec<PortRange>,
+    /// Empty: any interface.
+    pub iface: Vec<String>,
+    /// ICMP or `ICMPv6` types (of the rule's protocol); empty: any.
+    pub icmp_type: Vec<u8>,
+    /// Empty: any state.
+    pub state: Vec<PacketState>,
+    pub tcp_flags: Option<TcpFlagsMatch>,
+    pub action: RuleAction,
+    pub log: bool,
 }
 
 impl fmt::Display for Rule {
     /// One-line summary, as `status` prints a rule.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} proto {}", self.verdict, self.proto)?;
+        write!(f, "{}", self.action)?;
+        if let Some(p) = self.proto {
+            write!(f, " proto {}", icmp::proto_name(p))?;
+        }
+        if self.families != Families::BOTH {
+            write!(f, " {}", if self.families.ipv4 { "ipv4" } else { "ipv6" })?;
+        }
+        if let Some(a) = &self.src {
+            write!(f, " src {}", a.shown)?;
+        }
+        if let Some(a) = &self.dst {
+            write!(f, " dst {}", a.shown)?;
+        }
+        let ports = |v: &[PortRange]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if !self.sport.is_empty() {
+            write!(f, " sport {}", ports(&self.sport))?;
+        }
         if !self.dport.is_empty() {
-            let ports: Vec<String> = self.dport.iter().map(ToString::to_string).collect();
-            write!(f, " dport {}", ports.join(","))?;
+            write!(f, " dport {}", ports(&self.dport))?;
+        }
+        if !self.iface.is_empty() {
+            write!(f, " iface {}", self.iface.join(","))?;
+        }
+        if !self.icmp_type.is_empty() {
+            let t: Vec<String> = self.icmp_type.iter().map(ToString::to_string).collect();
+            write!(f, " icmp-type {}", t.join(","))?;
         }
         if let Some(name) = &self.name {
             write!(f, " ({name})")?;

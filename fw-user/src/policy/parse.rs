@@ -1,12 +1,26 @@
 //! `policy.toml` → `Policy`. Every error names the file, line and column of
 //! the offending value and says how to fix it.
 
-use std::ops::Range;
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
 
+use fw_common::{
+    conntrack::tcp_flags as tf,
+    ipproto,
+    policy::{MAX_RULES, PacketState, RejectWith},
+};
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Defaults, Policy, PortRange, Proto, Rule, Verdict, fingerprint};
+use super::{
+    AddrMatch, Defaults, Families, Policy, PortRange, Rule, RuleAction, Stage, Stateful,
+    TcpFlagsMatch, Verdict, fingerprint, icmp,
+};
 use crate::error::PolicyError;
 
 #[derive(Deserialize)]
@@ -15,10 +29,13 @@ struct RawPolicy {
     interfaces: Option<Vec<Spanned<String>>>,
     defaults: Option<RawDefaults>,
     stateful: Option<RawStateful>,
+    sets: Option<BTreeMap<String, Spanned<RawSet>>>,
     #[serde(default)]
     input: Vec<Spanned<RawRule>>,
     #[serde(default)]
     output: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    forward: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Deserialize)]
@@ -26,45 +43,115 @@ struct RawPolicy {
 struct RawDefaults {
     input: Option<Spanned<String>>,
     output: Option<Spanned<String>>,
+    forward: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStateful {
+    established: Option<Spanned<String>>,
+    invalid: Option<Spanned<String>>,
+    tcp_syn_only: Option<bool>,
     icmpv6_neighbor_discovery: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSet {
+    List(Vec<String>),
+    File { file: String },
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    name: Option<Spanned<String>>,
-    proto: Option<Spanned<String>>,
-    dport: Option<Spanned<RawPorts>>,
+    name: Option<String>,
+    family: Option<Spanned<String>>,
+    proto: Option<Spanned<RawWord>>,
+    src: Option<Spanned<RawList<String>>>,
+    dst: Option<Spanned<RawList<String>>>,
+    sport: Option<Spanned<RawList<RawWord>>>,
+    dport: Option<Spanned<RawList<RawWord>>>,
+    iface: Option<Spanned<RawList<String>>>,
+    icmp_type: Option<Spanned<RawList<RawWord>>>,
+    state: Option<Spanned<RawList<String>>>,
+    tcp_flags: Option<Spanned<RawTcpFlags>>,
+    limit: Option<Spanned<String>>,
+    limit_burst: Option<Spanned<i64>>,
     action: Spanned<String>,
+    reject_with: Option<Spanned<String>>,
+    log: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawPorts {
-    One(RawPort),
-    Many(Vec<RawPort>),
-}
-
+/// A value written as a name or a number.
 #[derive(Clone, Deserialize)]
 #[serde(untagged)]
-enum RawPort {
+enum RawWord {
     Number(i64),
     Text(String),
 }
 
-/// Parse and validate policy `text`; `file` names it in messages.
+/// One value or a list of them.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+enum RawList<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> RawList<T> {
+    fn items(&self) -> Vec<T> {
+        match self {
+            Self::One(v) => vec![v.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTcpFlags {
+    Named(String),
+    Mask { mask: Vec<String>, set: Vec<String> },
+}
+
+/// Reports problems at a byte offset of the policy text.
+struct Src<'a> {
+    file: &'a str,
+    text: &'a str,
+    base: Option<&'a Path>,
+}
+
+impl Src<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>, hint: &str) -> PolicyError {
+        PolicyError::at(self.file, self.text, span.start, message.into(), hint)
+    }
+}
+
+/// Parse and validate policy `text`; `file` names it in messages. Set files
+/// are looked up relative to the current directory.
 ///
 /// # Errors
 /// A `PolicyError` pointing at the first problem found.
 pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
-    let at = |span: Range<usize>, message: String, hint: &str| {
-        PolicyError::at(file, text, span.start, message, hint)
-    };
+    parse_in(text, file, None)
+}
+
+/// Parse `text` read from `path`: set files are relative to its directory.
+///
+/// # Errors
+/// A `PolicyError` pointing at the first problem found.
+pub fn parse_file(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+    let name = path.display().to_string();
+    parse_in(text, &name, path.parent())
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one step per top-level key, in file order"
+)]
+fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
+    let src = Src { file, text, base };
     let raw: RawPolicy = toml::from_str(text).map_err(|e| {
         let start = e.span().map_or(0, |s| s.start);
         PolicyError::at(
@@ -79,10 +166,17 @@ pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     let interfaces = match raw.interfaces {
         None => None,
         Some(list) => {
+            if list.is_empty() {
+                return Err(src.err(
+                    0..0,
+                    "`interfaces` is empty, so the firewall would guard nothing",
+                    "list at least one interface, or remove the key to guard every interface that is up",
+                ));
+            }
             let mut names = Vec::new();
             for name in list {
                 validate_interface_name(name.get_ref()).map_err(|msg| {
-                    at(
+                    src.err(
                         name.span(),
                         msg,
                         "use the interface name `ip link` shows, e.g. \"eth0\"",
@@ -90,143 +184,568 @@ pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                 })?;
                 names.push(name.into_inner());
             }
-            if names.is_empty() {
-                return Err(PolicyError::at(
-                    file,
-                    text,
-                    0,
-                    "`interfaces` is empty, so the firewall would guard nothing".into(),
-                    "list at least one interface, or remove the key to guard every interface that is up",
-                ));
-            }
             Some(names)
         }
     };
 
-    let (input_default, output_default) = match &raw.defaults {
-        None => (Verdict::Drop, Verdict::Accept),
-        Some(d) => (
-            d.input
-                .as_ref()
-                .map_or(Ok(Verdict::Drop), |v| verdict(v, "defaults.input", &at))?,
-            d.output
-                .as_ref()
-                .map_or(Ok(Verdict::Accept), |v| verdict(v, "defaults.output", &at))?,
-        ),
+    let d = raw.defaults.as_ref();
+    let default_of = |v: Option<&Spanned<String>>, key: &str, fallback: Verdict| match v {
+        None => Ok(fallback),
+        Some(v) => verdict(&src, v, key),
+    };
+    let defaults = Defaults {
+        input: default_of(
+            d.and_then(|d| d.input.as_ref()),
+            "defaults.input",
+            Verdict::Drop,
+        )?,
+        output: default_of(
+            d.and_then(|d| d.output.as_ref()),
+            "defaults.output",
+            Verdict::Accept,
+        )?,
+        forward: default_of(
+            d.and_then(|d| d.forward.as_ref()),
+            "defaults.forward",
+            Verdict::Drop,
+        )?,
     };
 
-    let neighbor_discovery = match raw
-        .stateful
-        .as_ref()
-        .and_then(|s| s.icmpv6_neighbor_discovery.as_ref())
-    {
-        None => true,
-        Some(v) => verdict(v, "stateful.icmpv6_neighbor_discovery", &at)? == Verdict::Accept,
-    };
+    let mut stateful = Stateful::default();
+    if let Some(s) = &raw.stateful {
+        if let Some(v) = &s.established {
+            stateful.established = stage(&src, v, "stateful.established")?;
+        }
+        if let Some(v) = &s.invalid {
+            stateful.invalid = stage(&src, v, "stateful.invalid")?;
+        }
+        if let Some(v) = s.tcp_syn_only {
+            stateful.tcp_syn_only = v;
+        }
+        if let Some(v) = &s.icmpv6_neighbor_discovery {
+            stateful.neighbor_discovery = stage(&src, v, "stateful.icmpv6_neighbor_discovery")?;
+        }
+    }
 
-    let input = raw
-        .input
-        .into_iter()
-        .map(|r| rule(r, "input", file, text))
-        .collect::<Result<_, _>>()?;
-    let output = raw
-        .output
-        .into_iter()
-        .map(|r| rule(r, "output", file, text))
-        .collect::<Result<_, _>>()?;
+    let mut sets = BTreeMap::new();
+    for (name, set) in raw.sets.unwrap_or_default() {
+        let nets = match set.get_ref() {
+            RawSet::List(items) => items
+                .iter()
+                .map(|i| {
+                    parse_net(i)
+                        .map_err(|m| src.err(set.span(), format!("set `{name}`: {m}"), NET_HINT))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            RawSet::File { file } => read_set_file(&src, set.span(), &name, file)?,
+        };
+        sets.insert(name, nets);
+    }
+
+    let rules = |chain: &str, list: Vec<Spanned<RawRule>>| -> Result<Vec<Rule>, PolicyError> {
+        if list.len() > MAX_RULES {
+            return Err(src.err(
+                list[MAX_RULES].span(),
+                format!(
+                    "[[{chain}]] has {} rules; fw holds at most {MAX_RULES} per chain",
+                    list.len()
+                ),
+                "merge rules with lists of ports or addresses, or move addresses into a set",
+            ));
+        }
+        list.into_iter()
+            .map(|r| rule(&src, &sets, chain, r))
+            .collect()
+    };
+    let input = rules("input", raw.input)?;
+    let output = rules("output", raw.output)?;
+    let forward = rules("forward", raw.forward)?;
 
     Ok(Policy {
         interfaces,
-        defaults: Defaults {
-            input: input_default,
-            output: output_default,
-        },
-        neighbor_discovery,
+        defaults,
+        stateful,
+        sets,
         input,
         output,
+        forward,
         hash: fingerprint(text),
     })
 }
 
-fn verdict(
-    v: &Spanned<String>,
-    key: &str,
-    at: &impl Fn(Range<usize>, String, &str) -> PolicyError,
-) -> Result<Verdict, PolicyError> {
+const NET_HINT: &str =
+    "write an address like \"192.0.2.10\" or \"2001:db8::10\", or a prefix like \"192.0.2.0/24\"";
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        // 192.0.2.1/24 means the network, as iptables reads it.
+        return Ok(net.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("\"{s}\" is not an address or a prefix"))
+}
+
+fn read_set_file(
+    src: &Src,
+    span: Range<usize>,
+    name: &str,
+    file: &str,
+) -> Result<Vec<IpNet>, PolicyError> {
+    let path: PathBuf = match src.base {
+        Some(base) if Path::new(file).is_relative() => base.join(file),
+        _ => PathBuf::from(file),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        src.err(
+            span.clone(),
+            format!("set `{name}`: cannot read `{}`: {e}", path.display()),
+            "the path is relative to the policy file; one address or prefix per line, `#` starts a comment",
+        )
+    })?;
+    let mut nets = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let item = line.split('#').next().unwrap_or("").trim();
+        if item.is_empty() {
+            continue;
+        }
+        let net = parse_net(item).map_err(|m| {
+            src.err(
+                span.clone(),
+                format!("set `{name}`: {}:{}: {m}", path.display(), i + 1),
+                NET_HINT,
+            )
+        })?;
+        nets.push(net);
+    }
+    Ok(nets)
+}
+
+fn verdict(src: &Src, v: &Spanned<String>, key: &str) -> Result<Verdict, PolicyError> {
     match v.get_ref().as_str() {
         "accept" => Ok(Verdict::Accept),
         "drop" => Ok(Verdict::Drop),
-        other => Err(at(
+        "reject" => Ok(Verdict::Reject(RejectWith::Auto)),
+        other => Err(src.err(
             v.span(),
             format!("`{key}` is \"{other}\", which is not a verdict fw knows"),
-            "write \"accept\" or \"drop\"",
+            "write \"accept\", \"drop\" or \"reject\"",
         )),
     }
 }
 
-fn rule(raw: Spanned<RawRule>, chain: &str, file: &str, text: &str) -> Result<Rule, PolicyError> {
-    let at = |span: Range<usize>, message: String, hint: &str| {
-        PolicyError::at(file, text, span.start, message, hint)
-    };
-    let line = line_col(text, raw.span().start).0;
-    let raw = raw.into_inner();
-    let proto = match &raw.proto {
-        None => Proto::Any,
-        Some(p) => match p.get_ref().as_str() {
-            "any" | "all" => Proto::Any,
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            "icmp" => Proto::Icmp,
-            "icmpv6" | "ipv6-icmp" => Proto::Icmpv6,
-            other => {
-                return Err(at(
-                    p.span(),
-                    format!("unknown protocol \"{other}\" in a [[{chain}]] rule"),
-                    "write \"tcp\", \"udp\", \"icmp\", \"icmpv6\" or \"any\"",
-                ));
-            }
-        },
-    };
-    let dport = match &raw.dport {
-        None => Vec::new(),
-        Some(d) => {
-            if !matches!(proto, Proto::Tcp | Proto::Udp) {
-                return Err(at(
-                    d.span(),
-                    format!(
-                        "`dport` needs a protocol with ports, but this rule has proto \"{proto}\""
-                    ),
-                    "add proto = \"tcp\" or proto = \"udp\" to the rule",
-                ));
-            }
-            let items = match d.get_ref() {
-                RawPorts::One(p) => vec![p.clone()],
-                RawPorts::Many(list) => list.clone(),
-            };
-            if items.is_empty() {
-                return Err(at(
-                    d.span(),
-                    "`dport` is an empty list, so the rule could never match".into(),
-                    "list ports like [22, 80, \"8000-8100\"], or remove `dport` to match every port",
-                ));
-            }
-            items
-                .iter()
-                .map(|p| port_range(p).map_err(|(msg, hint)| at(d.span(), msg, hint)))
-                .collect::<Result<Vec<_>, _>>()?
+fn stage(src: &Src, v: &Spanned<String>, key: &str) -> Result<Stage, PolicyError> {
+    match v.get_ref().as_str() {
+        "accept" => Ok(Stage::Accept),
+        "drop" => Ok(Stage::Drop),
+        "rules" => Ok(Stage::Rules),
+        other => Err(src.err(
+            v.span(),
+            format!("`{key}` is \"{other}\""),
+            "write \"accept\", \"drop\", or \"rules\" to let the rules decide (they can match `state`)",
+        )),
+    }
+}
+
+fn reject_with(src: &Src, v: &Spanned<String>) -> Result<RejectWith, PolicyError> {
+    Ok(match v.get_ref().as_str() {
+        "tcp-reset" => RejectWith::TcpReset,
+        "icmp-port-unreachable" | "icmp6-port-unreachable" | "port-unreachable" => {
+            RejectWith::PortUnreachable
         }
-    };
-    let verdict = verdict(&raw.action, &format!("{chain}.action"), &at)?;
-    Ok(Rule {
-        name: raw.name.map(Spanned::into_inner),
-        proto,
-        dport,
-        verdict,
-        line,
+        "icmp-proto-unreachable" | "proto-unreachable" => RejectWith::ProtoUnreachable,
+        "icmp-host-unreachable"
+        | "icmp6-addr-unreachable"
+        | "host-unreachable"
+        | "addr-unreachable" => RejectWith::HostUnreachable,
+        "icmp-net-unreachable" | "icmp6-no-route" | "net-unreachable" | "no-route" => {
+            RejectWith::NetUnreachable
+        }
+        "icmp-admin-prohibited"
+        | "icmp6-adm-prohibited"
+        | "admin-prohibited"
+        | "adm-prohibited" => RejectWith::AdminProhibited,
+        other => {
+            return Err(src.err(
+                v.span(),
+                format!("unknown `reject_with` \"{other}\""),
+                "write tcp-reset, icmp-port-unreachable, icmp-proto-unreachable, icmp-host-unreachable, icmp-net-unreachable or icmp-admin-prohibited",
+            ));
+        }
     })
 }
 
-fn port_range(p: &RawPort) -> Result<PortRange, (String, &'static str)> {
+#[expect(
+    clippy::too_many_lines,
+    reason = "one validation step per rule key, in file order"
+)]
+fn rule(
+    src: &Src,
+    sets: &BTreeMap<String, Vec<IpNet>>,
+    chain: &str,
+    raw: Spanned<RawRule>,
+) -> Result<Rule, PolicyError> {
+    let line = line_col(src.text, raw.span().start).0;
+    let rule_span = raw.span();
+    let raw = raw.into_inner();
+
+    if let Some(l) = &raw.limit {
+        return Err(src.err(
+            l.span(),
+            "`limit` is not supported by this version of fw yet",
+            "remove `limit` (and `limit_burst`) from the rule",
+        ));
+    }
+    if let Some(l) = &raw.limit_burst {
+        return Err(src.err(
+            l.span(),
+            "`limit_burst` needs `limit`, which this version does not support yet",
+            "remove it",
+        ));
+    }
+
+    let proto = match &raw.proto {
+        None => None,
+        Some(p) => {
+            let parsed = match p.get_ref() {
+                RawWord::Number(n) => u8::try_from(*n).ok().map(Some),
+                RawWord::Text(t) => icmp::proto_number(t),
+            };
+            parsed.ok_or_else(|| {
+                src.err(p.span(), format!("unknown protocol in a [[{chain}]] rule"), "write \"tcp\", \"udp\", \"icmp\", \"icmpv6\", \"any\" or a protocol number 0-255")
+            })?
+        }
+    };
+    let proto_span = raw.proto.as_ref().map_or(rule_span.clone(), Spanned::span);
+    let has_ports = matches!(proto, Some(ipproto::TCP | ipproto::UDP | 132));
+
+    // Families: explicit, from the protocol, then from the addresses.
+    let mut families = Families::BOTH;
+    if let Some(f) = &raw.family {
+        families = match f.get_ref().as_str() {
+            "ipv4" | "inet" => Families::IPV4,
+            "ipv6" | "inet6" => Families::IPV6,
+            "any" | "both" => Families::BOTH,
+            other => {
+                return Err(src.err(
+                    f.span(),
+                    format!("unknown family \"{other}\""),
+                    "write \"ipv4\" or \"ipv6\"",
+                ));
+            }
+        };
+    }
+    let pinned_by_proto = match proto {
+        Some(ipproto::ICMP) => Some(Families::IPV4),
+        Some(ipproto::ICMPV6) => Some(Families::IPV6),
+        _ => None,
+    };
+    if let Some(p) = pinned_by_proto {
+        if raw.family.is_some() && families != p {
+            return Err(src.err(
+                proto_span,
+                "the protocol contradicts `family`",
+                "icmp is IPv4 only and icmpv6 IPv6 only",
+            ));
+        }
+        families = p;
+    }
+    let explicit_family = raw.family.is_some() || pinned_by_proto.is_some();
+
+    let mut addr = |spec: &Option<Spanned<RawList<String>>>,
+                    key: &str|
+     -> Result<Option<AddrMatch>, PolicyError> {
+        let Some(spec) = spec else { return Ok(None) };
+        let items = spec.get_ref().items();
+        let mut negated = false;
+        let mut nets = Vec::new();
+        let mut literal = Families {
+            ipv4: false,
+            ipv6: false,
+        };
+        for (i, item) in items.iter().enumerate() {
+            let mut item = item.trim();
+            if let Some(rest) = item.strip_prefix('!') {
+                if items.len() > 1 {
+                    return Err(src.err(
+                        spec.span(),
+                        format!(
+                            "`{key}`: negation applies to a whole match, not to one item of a list"
+                        ),
+                        "put the addresses in a [sets] entry and write \"!@name\"",
+                    ));
+                }
+                negated = true;
+                item = rest.trim();
+            }
+            if let Some(set) = item.strip_prefix('@') {
+                let members = sets.get(set).ok_or_else(|| {
+                    let known: Vec<&str> = sets.keys().map(String::as_str).collect();
+                    src.err(
+                        spec.span(),
+                        format!("`{key}` names set `{set}`, which is not defined"),
+                        &if known.is_empty() {
+                            "define it under [sets]".to_string()
+                        } else {
+                            format!("defined sets: {}", known.join(", "))
+                        },
+                    )
+                })?;
+                nets.extend(members.iter().copied());
+            } else {
+                let net = parse_net(item).map_err(|m| {
+                    src.err(
+                        spec.span(),
+                        format!("`{key}` item {}: {m}", i + 1),
+                        NET_HINT,
+                    )
+                })?;
+                match net {
+                    IpNet::V4(_) => literal.ipv4 = true,
+                    IpNet::V6(_) => literal.ipv6 = true,
+                }
+                nets.push(net);
+            }
+        }
+        // Literal addresses pin the family unless it was given.
+        if explicit_family {
+            if literal.ipv4 && !families.ipv4 {
+                return Err(src.err(
+                    spec.span(),
+                    format!("`{key}` has an IPv4 address in an IPv6-only rule"),
+                    "drop the address, or the `family`/protocol that makes the rule IPv6-only",
+                ));
+            }
+            if literal.ipv6 && !families.ipv6 {
+                return Err(src.err(
+                    spec.span(),
+                    format!("`{key}` has an IPv6 address in an IPv4-only rule"),
+                    "drop the address, or the `family`/protocol that makes the rule IPv4-only",
+                ));
+            }
+        } else if literal.ipv4 || literal.ipv6 {
+            let from_sets = Families {
+                ipv4: nets.iter().any(|n| matches!(n, IpNet::V4(_))),
+                ipv6: nets.iter().any(|n| matches!(n, IpNet::V6(_))),
+            };
+            let narrowed = Families {
+                ipv4: families.ipv4 && from_sets.ipv4,
+                ipv6: families.ipv6 && from_sets.ipv6,
+            };
+            if !narrowed.ipv4 && !narrowed.ipv6 {
+                return Err(src.err(
+                    spec.span(),
+                    format!("`{key}` is of another address family than the rest of the rule"),
+                    "an IPv4 source and an IPv6 destination can never match together",
+                ));
+            }
+            families = narrowed;
+        }
+        Ok(Some(AddrMatch {
+            negated,
+            nets,
+            shown: items.join(","),
+        }))
+    };
+    let src_match = addr(&raw.src, "src")?;
+    let dst_match = addr(&raw.dst, "dst")?;
+
+    let ports = |spec: &Option<Spanned<RawList<RawWord>>>,
+                 key: &str|
+     -> Result<Vec<PortRange>, PolicyError> {
+        let Some(spec) = spec else {
+            return Ok(Vec::new());
+        };
+        if !has_ports {
+            let has = proto.map_or("no `proto`".to_string(), |p| {
+                format!("proto \"{}\"", icmp::proto_name(p))
+            });
+            return Err(src.err(
+                spec.span(),
+                format!("`{key}` needs a protocol with ports, but this rule has {has}"),
+                "add proto = \"tcp\" or proto = \"udp\" to the rule",
+            ));
+        }
+        let items = spec.get_ref().items();
+        if items.is_empty() {
+            return Err(src.err(
+                spec.span(),
+                format!("`{key}` is an empty list, so the rule could never match"),
+                "list ports like [22, 80, \"8000-8100\"], or remove the key to match every port",
+            ));
+        }
+        items
+            .iter()
+            .map(|p| port_range(p).map_err(|(msg, hint)| src.err(spec.span(), msg, hint)))
+            .collect()
+    };
+    let sport = ports(&raw.sport, "sport")?;
+    let dport = ports(&raw.dport, "dport")?;
+
+    let iface = match &raw.iface {
+        None => Vec::new(),
+        Some(spec) => {
+            let items = spec.get_ref().items();
+            for i in &items {
+                validate_interface_name(i).map_err(|m| {
+                    src.err(spec.span(), m, "use the interface name `ip link` shows")
+                })?;
+            }
+            items
+        }
+    };
+
+    let icmp_type = match &raw.icmp_type {
+        None => Vec::new(),
+        Some(spec) => {
+            let v6 = match proto {
+                Some(ipproto::ICMP) => false,
+                Some(ipproto::ICMPV6) => true,
+                _ => {
+                    return Err(src.err(
+                        spec.span(),
+                        "`icmp_type` needs proto = \"icmp\" or \"icmpv6\"",
+                        "add the protocol whose types you mean",
+                    ));
+                }
+            };
+            spec.get_ref()
+                .items()
+                .iter()
+                .map(|t| {
+                    let n = match t {
+                        RawWord::Number(n) => u8::try_from(*n).ok(),
+                        RawWord::Text(name) => if v6 { icmp::icmp6_type(name) } else { icmp::icmp4_type(name) },
+                    };
+                    n.ok_or_else(|| src.err(spec.span(), format!("unknown {} type", if v6 { "ICMPv6" } else { "ICMP" }), "write a type number 0-255 or a name such as \"echo-request\", \"destination-unreachable\", \"time-exceeded\""))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+
+    let state = match &raw.state {
+        None => Vec::new(),
+        Some(spec) => spec
+            .get_ref()
+            .items()
+            .iter()
+            .map(|s| match s.as_str() {
+                "new" => Ok(PacketState::New),
+                "established" => Ok(PacketState::Established),
+                "related" => Ok(PacketState::Related),
+                "invalid" => Ok(PacketState::Invalid),
+                other => Err(src.err(
+                    spec.span(),
+                    format!("unknown state \"{other}\""),
+                    "write new, established, related or invalid",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+
+    let tcp_flags = match &raw.tcp_flags {
+        None => None,
+        Some(spec) => {
+            if proto != Some(ipproto::TCP) {
+                return Err(src.err(
+                    spec.span(),
+                    "`tcp_flags` needs proto = \"tcp\"",
+                    "add proto = \"tcp\" to the rule",
+                ));
+            }
+            let bits = |names: &[String]| -> Result<u8, PolicyError> {
+                names.iter().try_fold(0u8, |acc, n| {
+                    let b = match n.to_ascii_lowercase().as_str() {
+                        "fin" => tf::FIN,
+                        "syn" => tf::SYN,
+                        "rst" => tf::RST,
+                        "psh" => tf::PSH,
+                        "ack" => tf::ACK,
+                        "urg" => tf::URG,
+                        "ece" => tf::ECE,
+                        "cwr" => tf::CWR,
+                        "all" => 0xff,
+                        "none" => 0,
+                        other => {
+                            return Err(src.err(
+                                spec.span(),
+                                format!("unknown TCP flag \"{other}\""),
+                                "flags are fin, syn, rst, psh, ack, urg, ece, cwr, all, none",
+                            ));
+                        }
+                    };
+                    Ok(acc | b)
+                })
+            };
+            Some(match spec.get_ref() {
+                RawTcpFlags::Named(n) if n == "syn" => TcpFlagsMatch { mask: tf::SYN | tf::RST | tf::ACK | tf::FIN, comp: tf::SYN },
+                RawTcpFlags::Named(other) => return Err(src.err(spec.span(), format!("unknown `tcp_flags` \"{other}\""), "write \"syn\", or { mask = [\"syn\", \"ack\"], set = [\"syn\"] } like iptables' --tcp-flags")),
+                RawTcpFlags::Mask { mask, set } => {
+                    let (mask, comp) = (bits(mask)?, bits(set)?);
+                    if comp & !mask != 0 {
+                        return Err(src.err(spec.span(), "`tcp_flags.set` has flags outside `mask`", "every flag in `set` must also be in `mask`"));
+                    }
+                    TcpFlagsMatch { mask, comp }
+                }
+            })
+        }
+    };
+
+    let action = match raw.action.get_ref().as_str() {
+        "accept" => RuleAction::Accept,
+        "drop" => RuleAction::Drop,
+        "reject" => RuleAction::Reject(RejectWith::Auto),
+        "log" => RuleAction::Log,
+        other => {
+            return Err(src.err(
+                raw.action.span(),
+                format!("`{chain}.action` is \"{other}\", which is not an action fw knows"),
+                "write \"accept\", \"drop\", \"reject\" or \"log\"",
+            ));
+        }
+    };
+    let action = match (&raw.reject_with, action) {
+        (None, a) => a,
+        (Some(w), RuleAction::Reject(_)) => {
+            let with = reject_with(src, w)?;
+            if with == RejectWith::TcpReset && proto != Some(ipproto::TCP) {
+                return Err(src.err(
+                    w.span(),
+                    "`tcp-reset` only answers TCP",
+                    "add proto = \"tcp\", or reject with an ICMP error",
+                ));
+            }
+            RuleAction::Reject(with)
+        }
+        (Some(w), _) => {
+            return Err(src.err(
+                w.span(),
+                "`reject_with` needs action = \"reject\"",
+                "set action = \"reject\" or remove `reject_with`",
+            ));
+        }
+    };
+
+    Ok(Rule {
+        name: raw.name,
+        line,
+        families,
+        proto,
+        src: src_match,
+        dst: dst_match,
+        sport,
+        dport,
+        iface,
+        icmp_type,
+        state,
+        tcp_flags,
+        action,
+        log: raw.log.unwrap_or(false),
+    })
+}
+
+fn port_range(p: &RawWord) -> Result<PortRange, (String, &'static str)> {
     const HINT: &str =
         "ports are 1-65535; write a single port like 443 or a range like \"8000-8100\"";
     let number = |n: i64, shown: &str| -> Result<u16, (String, &'static str)> {
@@ -236,14 +755,14 @@ fn port_range(p: &RawPort) -> Result<PortRange, (String, &'static str)> {
             .ok_or_else(|| (format!("port {shown} is out of range"), HINT))
     };
     match p {
-        RawPort::Number(n) => {
+        RawWord::Number(n) => {
             let port = number(*n, &n.to_string())?;
             Ok(PortRange {
                 first: port,
                 last: port,
             })
         }
-        RawPort::Text(s) => {
+        RawWord::Text(s) => {
             let parse = |part: &str| -> Result<u16, (String, &'static str)> {
                 let n: i64 = part
                     .trim()
@@ -293,160 +812,5 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ok(text: &str) -> Policy {
-        parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn err(text: &str) -> String {
-        parse(text, "t.toml")
-            .expect_err("policy should be rejected")
-            .to_string()
-    }
-
-    #[test]
-    fn issue_example_parses() {
-        let p = ok(r#"
-interfaces = ["eth0"]
-[defaults]
-input = "drop"
-output = "accept"
-[[input]]
-proto = "tcp"
-dport = [22, 80, "8000-8100"]
-action = "accept"
-"#);
-        assert_eq!(p.interfaces.as_deref(), Some(&["eth0".to_string()][..]));
-        assert_eq!(
-            p.defaults,
-            Defaults {
-                input: Verdict::Drop,
-                output: Verdict::Accept
-            }
-        );
-        assert_eq!(p.input.len(), 1);
-        let r = &p.input[0];
-        assert_eq!(r.proto, Proto::Tcp);
-        assert_eq!(
-            r.dport,
-            vec![
-                PortRange {
-                    first: 22,
-                    last: 22
-                },
-                PortRange {
-                    first: 80,
-                    last: 80
-                },
-                PortRange {
-                    first: 8000,
-                    last: 8100
-                }
-            ]
-        );
-        assert_eq!(r.line, 6);
-        assert!(p.neighbor_discovery);
-    }
-
-    #[test]
-    fn empty_file_is_the_safe_baseline() {
-        let p = ok("");
-        assert_eq!(
-            p.defaults,
-            Defaults {
-                input: Verdict::Drop,
-                output: Verdict::Accept
-            }
-        );
-        assert!(p.interfaces.is_none());
-        assert!(p.input.is_empty() && p.output.is_empty());
-    }
-
-    #[test]
-    fn built_in_default_policy_is_valid() {
-        let p = ok(super::super::DEFAULT_POLICY);
-        assert_eq!(p.input.len(), 1);
-        assert_eq!(
-            p.input[0].dport,
-            vec![PortRange {
-                first: 22,
-                last: 22
-            }]
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_with_location() {
-        let e = err("[defaults]\ninput = \"drop\"\ninptu = \"x\"\n");
-        assert!(e.starts_with("t.toml:3:1:"), "{e}");
-        assert!(e.contains("inptu"), "{e}");
-        let e = err("[[input]]\nproto = \"tcp\"\ndports = 22\naction = \"accept\"\n");
-        assert!(e.starts_with("t.toml:3:1:"), "{e}");
-        assert!(e.contains("dports"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_point_at_the_value() {
-        let e = err("[defaults]\ninput = \"dorp\"\n");
-        assert!(e.starts_with("t.toml:2:9:"), "{e}");
-        assert!(e.contains("\"accept\" or \"drop\""), "{e}");
-
-        let e = err("[[input]]\nproto = \"tcp\"\ndport = \"9000-8000\"\naction = \"accept\"\n");
-        assert!(e.starts_with("t.toml:3:9:"), "{e}");
-        assert!(e.contains("reversed"), "{e}");
-
-        for bad in ["0", "65536", "\"http\"", "\"1-2-3\"", "[]", "-5"] {
-            let e = err(&format!(
-                "[[input]]\nproto = \"tcp\"\ndport = {bad}\naction = \"accept\"\n"
-            ));
-            assert!(e.starts_with("t.toml:3:9:"), "{bad}: {e}");
-        }
-
-        let e = err("[[input]]\nproto = \"sctp\"\naction = \"accept\"\n");
-        assert!(e.starts_with("t.toml:2:9:"), "{e}");
-
-        let e = err("[[input]]\nproto = \"icmp\"\ndport = 22\naction = \"accept\"\n");
-        assert!(e.contains("needs a protocol with ports"), "{e}");
-
-        let e = err("[[input]]\nproto = \"tcp\"\ndport = 22\n");
-        assert!(e.contains("action"), "{e}");
-
-        let e = err("interfaces = [\"lo\"]\n");
-        assert!(e.contains("loopback"), "{e}");
-    }
-
-    #[test]
-    fn syntax_errors_have_location() {
-        let e = err("[defaults]\ninput = drop\n");
-        assert!(e.starts_with("t.toml:2:"), "{e}");
-    }
-
-    #[test]
-    fn port_range_edges() {
-        let p = ok(
-            "[[input]]\nproto = \"udp\"\ndport = [1, 65535, \"1023-1024\"]\naction = \"drop\"\n",
-        );
-        assert_eq!(
-            p.input[0].dport,
-            vec![
-                PortRange { first: 1, last: 1 },
-                PortRange {
-                    first: 65535,
-                    last: 65535
-                },
-                PortRange {
-                    first: 1023,
-                    last: 1024
-                }
-            ]
-        );
-    }
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-    }
-}
+#[path = "parse_tests.rs"]
+mod tests;

@@ -1,0 +1,314 @@
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use fw_common::policy::PacketState;
+
+use super::*;
+use crate::policy::parse;
+
+/// A packet as the classifier sees it.
+#[derive(Clone, Copy, Debug)]
+struct Pkt {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    icmp_type: u8,
+    tcp_flags: u8,
+    state: PacketState,
+    ifindex: u32,
+}
+
+fn ifindex(name: &str) -> Option<u32> {
+    match name {
+        "eth0" => Some(2),
+        "eth1" => Some(3),
+        _ => None,
+    }
+}
+
+/// The meaning of a rule, written as plainly as possible: the oracle.
+fn matches(r: &Rule, p: &Pkt) -> bool {
+    let fam_ok = match p.src {
+        IpAddr::V4(_) => r.families.ipv4,
+        IpAddr::V6(_) => r.families.ipv6,
+    };
+    let addr_ok = |m: &Option<AddrMatch>, a: IpAddr| match m {
+        None => true,
+        Some(m) => m.nets.iter().any(|n| n.contains(&a)) != m.negated,
+    };
+    let port_ok = |v: &[PortRange], port: u16| {
+        v.is_empty() || v.iter().any(|r| r.first <= port && port <= r.last)
+    };
+    let name = if p.ifindex == 2 {
+        "eth0"
+    } else if p.ifindex == 3 {
+        "eth1"
+    } else {
+        "other"
+    };
+    fam_ok
+        && addr_ok(&r.src, p.src)
+        && addr_ok(&r.dst, p.dst)
+        && r.proto.is_none_or(|x| x == p.proto)
+        && port_ok(&r.sport, p.sport)
+        && port_ok(&r.dport, p.dport)
+        && (r.iface.is_empty() || r.iface.iter().any(|i| i == name))
+        && (r.icmp_type.is_empty()
+            || (r.proto == Some(p.proto) && r.icmp_type.contains(&p.icmp_type)))
+        && (r.state.is_empty() || r.state.contains(&p.state))
+        && r.tcp_flags.is_none_or(|m| p.tcp_flags & m.mask == m.comp)
+}
+
+/// First matching non-log rule (1-based), by walking the rules.
+fn oracle(rules: &[Rule], p: &Pkt) -> Option<usize> {
+    rules
+        .iter()
+        .position(|r| r.action != RuleAction::Log && matches(r, p))
+        .map(|i| i + 1)
+}
+
+/// The datapath's algorithm over the compiled tables.
+fn classify(c: &CompiledPolicy, chain: Chain, p: &Pkt) -> Option<usize> {
+    let t = &c.chains[chain as usize];
+    let (fam, bytes, bits) = match p.src {
+        IpAddr::V4(_) => (family::IPV4, 32u8, 32),
+        IpAddr::V6(_) => (family::IPV6, 128u8, 128),
+    };
+    let _ = bits;
+    let lpm = |entries: &[AddrEntry], a: IpAddr| -> u16 {
+        entries
+            .iter()
+            .filter(|e| e.family == fam)
+            .filter(|e| {
+                let net = match a {
+                    IpAddr::V4(_) => IpNet::new(
+                        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&e.addr[..4]).unwrap())),
+                        e.prefix_len,
+                    )
+                    .unwrap(),
+                    IpAddr::V6(_) => {
+                        IpNet::new(IpAddr::V6(Ipv6Addr::from(e.addr)), e.prefix_len).unwrap()
+                    }
+                };
+                net.contains(&a)
+            })
+            .max_by_key(|e| e.prefix_len)
+            .expect("the root entry always matches")
+            .class
+    };
+    let _ = bytes;
+    let icmp_table = if fam == family::IPV4 {
+        table::ICMP4_TYPE
+    } else {
+        table::ICMP6_TYPE
+    };
+    let iface = t.ifaces.iter().find(|(i, _)| *i == p.ifindex).map_or(
+        c.header.chains[chain as usize].iface_default_class,
+        |(_, cl)| *cl,
+    );
+    let classes = [
+        lpm(&t.src, p.src),
+        lpm(&t.dst, p.dst),
+        t.table[(table::PROTO + u32::from(p.proto)) as usize],
+        t.table[(table::SPORT + u32::from(p.sport)) as usize],
+        t.table[(table::DPORT + u32::from(p.dport)) as usize],
+        t.table[(icmp_table + u32::from(p.icmp_type)) as usize],
+        t.table[(table::TCP_FLAGS + u32::from(p.tcp_flags)) as usize],
+        t.table[(table::STATE + p.state as u32) as usize],
+        iface,
+    ];
+    let mut acc = RuleBitmap {
+        words: [u64::MAX; BITMAP_WORDS],
+    };
+    for cl in classes {
+        acc = and(&acc, &t.classes[usize::from(cl)]);
+    }
+    (0..MAX_RULES_FOR_TEST)
+        .find(|&i| acc.has(i) && Action::from_u8(t.rules[i].action) != Action::Log)
+        .map(|i| i + 1)
+}
+
+const MAX_RULES_FOR_TEST: usize = fw_common::policy::MAX_RULES;
+
+const POLICY: &str = r#"
+[sets]
+admins = ["192.0.2.0/28", "2001:db8:1::/48"]
+bad = ["198.51.100.0/24", "198.51.100.128/25", "2001:db8:bad::/48"]
+
+[[input]]
+name = "log everything from bad"
+src = "@bad"
+action = "log"
+
+[[input]]
+name = "drop bad"
+src = "@bad"
+action = "drop"
+
+[[input]]
+name = "ssh from admins only"
+proto = "tcp"
+dport = 22
+src = "!@admins"
+action = "drop"
+
+[[input]]
+proto = "tcp"
+dport = [22, "1000-2000", 65535]
+sport = "1024-65535"
+action = "accept"
+
+[[input]]
+proto = "tcp"
+dport = "1500-1600"
+action = "reject"
+
+[[input]]
+proto = "udp"
+dst = "192.0.2.53"
+iface = "eth1"
+dport = 53
+action = "accept"
+
+[[input]]
+proto = "icmp"
+icmp_type = ["echo-request", 11]
+action = "accept"
+
+[[input]]
+proto = "icmpv6"
+icmp_type = ["echo-request"]
+action = "accept"
+
+[[input]]
+proto = "tcp"
+tcp_flags = { mask = ["syn", "ack", "fin", "rst"], set = ["syn"] }
+state = "new"
+dst = "2001:db8::/64"
+action = "accept"
+
+[[input]]
+state = ["established", "related"]
+action = "accept"
+
+[[input]]
+family = "ipv6"
+proto = 47
+action = "drop"
+"#;
+
+#[test]
+fn compiled_tables_agree_with_walking_the_rules() {
+    let policy = parse(POLICY, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let c = compile(&policy, "t.toml", &ifindex).unwrap_or_else(|e| panic!("{e}"));
+    let v4 = |s: &str| IpAddr::V4(s.parse().unwrap());
+    let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+    let srcs = [
+        v4("192.0.2.1"),
+        v4("192.0.2.17"),
+        v4("198.51.100.7"),
+        v4("198.51.100.200"),
+        v4("203.0.113.9"),
+    ];
+    let srcs6 = [
+        v6("2001:db8:1::5"),
+        v6("2001:db8:bad::1"),
+        v6("2001:db8:2::1"),
+    ];
+    let dsts = [v4("192.0.2.53"), v4("192.0.2.1")];
+    let dsts6 = [v6("2001:db8::1"), v6("2001:db8:9::1")];
+    let ports = [
+        0u16, 1, 22, 53, 999, 1000, 1023, 1024, 1500, 1550, 1600, 1601, 2000, 2001, 65534, 65535,
+    ];
+    let protos = [
+        ipproto::TCP,
+        ipproto::UDP,
+        ipproto::ICMP,
+        ipproto::ICMPV6,
+        47,
+    ];
+    let states = [
+        PacketState::New,
+        PacketState::Established,
+        PacketState::Related,
+        PacketState::Invalid,
+    ];
+    let mut checked = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).unwrap()
+    };
+    for _ in 0..20_000 {
+        let v6fam = next(2) == 1;
+        let (src, dst) = if v6fam {
+            (srcs6[next(srcs6.len())], dsts6[next(dsts6.len())])
+        } else {
+            (srcs[next(srcs.len())], dsts[next(dsts.len())])
+        };
+        let p = Pkt {
+            src,
+            dst,
+            proto: protos[next(protos.len())],
+            sport: ports[next(ports.len())],
+            dport: ports[next(ports.len())],
+            icmp_type: [0u8, 3, 8, 11, 128, 129][next(6)],
+            tcp_flags: [0x02u8, 0x12, 0x10, 0x03, 0x00][next(5)],
+            state: states[next(states.len())],
+            ifindex: [2u32, 3, 9][next(3)],
+        };
+        assert_eq!(
+            classify(&c, Chain::Input, &p),
+            oracle(&policy.input, &p),
+            "{p:?}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 20_000);
+}
+
+#[test]
+fn header_carries_defaults_and_stages() {
+    let p = parse("[defaults]\ninput = \"reject\"\nforward = \"accept\"\n[stateful]\nestablished = \"rules\"\n[[input]]\naction = \"drop\"\n", "t.toml").unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    assert_eq!(c.header.chains[0].default_action, Action::Reject as u8);
+    assert_eq!(c.header.chains[1].default_action, Action::Accept as u8);
+    assert_eq!(c.header.chains[2].default_action, Action::Accept as u8);
+    assert_eq!(c.header.chains[0].rule_count, 1);
+    assert_eq!(c.header.established, StageAction::Rules as u8);
+}
+
+#[test]
+fn unknown_interfaces_name_the_rule() {
+    let p = parse(
+        "[[input]]\niface = \"wlan9\"\naction = \"drop\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let e = compile(&p, "t.toml", &ifindex).unwrap_err().to_string();
+    assert!(e.starts_with("t.toml:1:") && e.contains("`wlan9`"), "{e}");
+}
+
+#[test]
+fn big_sets_share_one_class() {
+    let mut text = String::from("[sets]\nblock = [");
+    for i in 0..5000u32 {
+        let _ = write!(text, "\"10.{}.{}.0/24\",", i / 256, i % 256);
+    }
+    text.push_str("]\n[[input]]\nsrc = \"@block\"\naction = \"drop\"\n");
+    let p = parse(&text, "t.toml").unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    let t = &c.chains[0];
+    assert_eq!(t.src.len(), 5000 + 2, "every prefix plus the two roots");
+    assert!(
+        t.classes.len() < 8,
+        "prefixes with the same rules share a class: {}",
+        t.classes.len()
+    );
+}

@@ -1,0 +1,367 @@
+use super::*;
+
+fn ok(text: &str) -> Policy {
+    parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(text: &str) -> String {
+    parse(text, "t.toml")
+        .expect_err("policy should be rejected")
+        .to_string()
+}
+
+#[test]
+fn foundation_example_parses() {
+    let p = ok(r#"
+interfaces = ["eth0"]
+[defaults]
+input = "drop"
+output = "accept"
+[[input]]
+proto = "tcp"
+dport = [22, 80, "8000-8100"]
+action = "accept"
+"#);
+    assert_eq!(p.interfaces.as_deref(), Some(&["eth0".to_string()][..]));
+    assert_eq!(
+        p.defaults,
+        Defaults {
+            input: Verdict::Drop,
+            output: Verdict::Accept,
+            forward: Verdict::Drop
+        }
+    );
+    let r = &p.input[0];
+    assert_eq!(r.proto, Some(ipproto::TCP));
+    assert_eq!(
+        r.dport,
+        vec![
+            PortRange {
+                first: 22,
+                last: 22
+            },
+            PortRange {
+                first: 80,
+                last: 80
+            },
+            PortRange {
+                first: 8000,
+                last: 8100
+            }
+        ]
+    );
+    assert_eq!(r.line, 6);
+    assert_eq!(r.families, Families::BOTH);
+    assert_eq!(p.stateful, Stateful::default());
+}
+
+#[test]
+fn issue_language_example_parses() {
+    let dir = std::env::temp_dir().join(format!("fw-parse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("blocklist.txt"),
+        "# abusers\n203.0.113.0/24\n198.51.100.7 # one host\n\n2001:db8:bad::/48\n",
+    )
+    .unwrap();
+    let text = r#"
+interfaces = ["eth0", "eth1"]
+
+[defaults]
+input = "drop"
+output = "accept"
+forward = "drop"
+
+[stateful]
+established = "accept"
+invalid = "drop"
+tcp_syn_only = true
+icmpv6_neighbor_discovery = "accept"
+
+[sets]
+web_servers = ["192.0.2.11", "192.0.2.12", "2001:db8::11"]
+private_net = ["192.0.2.0/24"]
+blocklist = { file = "blocklist.txt" }
+
+[[input]]
+name = "blocklist"
+src = "@blocklist"
+action = "drop"
+
+[[input]]
+name = "mysql from web"
+proto = "tcp"
+dport = 3306
+iface = "eth1"
+src = "@web_servers"
+dst = "192.0.2.30"
+action = "accept"
+
+[[input]]
+proto = "tcp"
+dport = [25, 110, 143, "62000-64000"]
+sport = "1024-65535"
+action = "accept"
+
+[[input]]
+proto = "icmp"
+icmp_type = ["echo-request", "time-exceeded", "destination-unreachable"]
+action = "accept"
+
+[[input]]
+proto = "udp"
+action = "reject"
+
+[[output]]
+proto = "udp"
+dport = 53
+action = "accept"
+
+[[forward]]
+action = "drop"
+"#;
+    let p = parse_file(text, &dir.join("policy.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.sets["blocklist"].len(), 3);
+    assert_eq!(p.input[0].src.as_ref().unwrap().nets.len(), 3);
+    let mysql = &p.input[1];
+    assert_eq!(mysql.families, Families::IPV4, "dst 192.0.2.30 pins IPv4");
+    assert_eq!(mysql.iface, vec!["eth1".to_string()]);
+    assert_eq!(
+        p.input[2].sport,
+        vec![PortRange {
+            first: 1024,
+            last: 65535
+        }]
+    );
+    assert_eq!(p.input[3].icmp_type, vec![8, 11, 3]);
+    assert_eq!(p.input[3].families, Families::IPV4);
+    assert_eq!(p.input[4].action, RuleAction::Reject(RejectWith::Auto));
+    assert_eq!(p.forward.len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn empty_file_is_the_safe_baseline() {
+    let p = ok("");
+    assert_eq!(
+        p.defaults,
+        Defaults {
+            input: Verdict::Drop,
+            output: Verdict::Accept,
+            forward: Verdict::Drop
+        }
+    );
+    assert!(p.interfaces.is_none());
+    assert!(p.input.is_empty() && p.output.is_empty() && p.forward.is_empty());
+}
+
+#[test]
+fn built_in_default_policy_is_valid() {
+    let p = ok(super::super::DEFAULT_POLICY);
+    assert_eq!(p.input.len(), 1);
+    assert_eq!(
+        p.input[0].dport,
+        vec![PortRange {
+            first: 22,
+            last: 22
+        }]
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_location() {
+    let e = err("[defaults]\ninput = \"drop\"\ninptu = \"x\"\n");
+    assert!(e.starts_with("t.toml:3:1:"), "{e}");
+    assert!(e.contains("inptu"), "{e}");
+    let e = err("[[input]]\nproto = \"tcp\"\ndports = 22\naction = \"accept\"\n");
+    assert!(e.starts_with("t.toml:3:1:"), "{e}");
+}
+
+#[test]
+fn bad_values_point_at_the_value() {
+    let e = err("[defaults]\ninput = \"dorp\"\n");
+    assert!(e.starts_with("t.toml:2:9:"), "{e}");
+    let e = err("[[input]]\nproto = \"tcp\"\ndport = \"9000-8000\"\naction = \"accept\"\n");
+    assert!(
+        e.starts_with("t.toml:3:9:") && e.contains("reversed"),
+        "{e}"
+    );
+    for bad in ["0", "65536", "\"http\"", "\"1-2-3\"", "[]", "-5"] {
+        let e = err(&format!(
+            "[[input]]\nproto = \"tcp\"\ndport = {bad}\naction = \"accept\"\n"
+        ));
+        assert!(e.starts_with("t.toml:3:9:"), "{bad}: {e}");
+    }
+    let e = err("[[input]]\nproto = \"sctpx\"\naction = \"accept\"\n");
+    assert!(e.starts_with("t.toml:2:9:"), "{e}");
+    let e = err("interfaces = [\"lo\"]\n");
+    assert!(e.contains("loopback"), "{e}");
+}
+
+#[test]
+fn contradictions_are_rejected() {
+    let cases = [
+        (
+            "[[input]]\nproto = \"icmp\"\ndport = 22\naction = \"accept\"\n",
+            "needs a protocol with ports",
+        ),
+        (
+            "[[input]]\ndport = 22\naction = \"accept\"\n",
+            "needs a protocol with ports",
+        ),
+        (
+            "[[input]]\nsrc = \"@nope\"\naction = \"drop\"\n",
+            "set `nope`, which is not defined",
+        ),
+        (
+            "[[input]]\nfamily = \"ipv6\"\nsrc = \"192.0.2.0/24\"\naction = \"drop\"\n",
+            "IPv4 address in an IPv6-only rule",
+        ),
+        (
+            "[[input]]\nproto = \"icmpv6\"\nsrc = \"192.0.2.1\"\naction = \"drop\"\n",
+            "IPv4 address in an IPv6-only rule",
+        ),
+        (
+            "[[input]]\nsrc = \"192.0.2.1\"\ndst = \"2001:db8::1\"\naction = \"drop\"\n",
+            "another address family",
+        ),
+        (
+            "[[input]]\nproto = \"tcp\"\nicmp_type = 8\naction = \"accept\"\n",
+            "needs proto = \"icmp\"",
+        ),
+        (
+            "[[input]]\nproto = \"icmp\"\nicmp_type = \"packet-too-big\"\naction = \"accept\"\n",
+            "unknown ICMP type",
+        ),
+        (
+            "[[input]]\nproto = \"udp\"\ntcp_flags = \"syn\"\naction = \"accept\"\n",
+            "needs proto = \"tcp\"",
+        ),
+        (
+            "[[input]]\nproto = \"udp\"\naction = \"reject\"\nreject_with = \"tcp-reset\"\n",
+            "only answers TCP",
+        ),
+        (
+            "[[input]]\naction = \"drop\"\nreject_with = \"icmp-port-unreachable\"\n",
+            "needs action = \"reject\"",
+        ),
+        (
+            "[[input]]\nsrc = [\"!192.0.2.1\", \"192.0.2.2\"]\naction = \"drop\"\n",
+            "negation applies to a whole match",
+        ),
+        (
+            "[[input]]\nstate = \"closed\"\naction = \"drop\"\n",
+            "unknown state",
+        ),
+        (
+            "[stateful]\nestablished = \"maybe\"\n",
+            "stateful.established",
+        ),
+        ("[sets]\nx = [\"192.0.2.300\"]\n", "not an address"),
+        (
+            "[sets]\nx = { file = \"/nonexistent/list.txt\" }\n",
+            "cannot read",
+        ),
+        (
+            "[[input]]\nproto = \"tcp\"\nlimit = \"10/second\"\naction = \"accept\"\n",
+            "`limit` is not supported",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = err(text);
+        assert!(e.contains(want), "{text:?} gave {e}");
+        assert!(e.starts_with("t.toml:"), "no location: {e}");
+    }
+}
+
+#[test]
+fn icmp_names_follow_the_protocol_family() {
+    let p = ok(
+        "[[input]]\nproto = \"icmpv6\"\nicmp_type = [\"echo-request\", \"packet-too-big\", 135]\naction = \"accept\"\n",
+    );
+    assert_eq!(p.input[0].icmp_type, vec![128, 2, 135]);
+    assert_eq!(p.input[0].families, Families::IPV6);
+}
+
+#[test]
+fn negation_sets_and_family_inference() {
+    let p = ok(
+        "[sets]\nmixed = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n[[input]]\nsrc = \"!@mixed\"\naction = \"drop\"\n[[input]]\nsrc = \"!198.51.100.0/24\"\naction = \"drop\"\n",
+    );
+    let a = p.input[0].src.as_ref().unwrap();
+    assert!(a.negated);
+    assert_eq!(a.nets.len(), 2);
+    assert_eq!(
+        p.input[0].families,
+        Families::BOTH,
+        "a set reference does not pin the family"
+    );
+    assert_eq!(
+        p.input[1].families,
+        Families::IPV4,
+        "a literal IPv4 prefix does"
+    );
+    // A host address with a prefix means its network, as in iptables.
+    let p = ok("[[input]]\nsrc = \"192.0.2.77/24\"\naction = \"drop\"\n");
+    assert_eq!(
+        p.input[0].src.as_ref().unwrap().nets[0].to_string(),
+        "192.0.2.0/24"
+    );
+}
+
+#[test]
+fn tcp_flags_forms() {
+    let p = ok(
+        "[[input]]\nproto = \"tcp\"\ntcp_flags = \"syn\"\naction = \"accept\"\n[[input]]\nproto = \"tcp\"\ntcp_flags = { mask = [\"syn\", \"ack\"], set = [\"syn\", \"ack\"] }\naction = \"accept\"\n",
+    );
+    assert_eq!(
+        p.input[0].tcp_flags,
+        Some(TcpFlagsMatch {
+            mask: 0x17,
+            comp: 0x02
+        })
+    );
+    assert_eq!(
+        p.input[1].tcp_flags,
+        Some(TcpFlagsMatch {
+            mask: 0x12,
+            comp: 0x12
+        })
+    );
+}
+
+#[test]
+fn stages_and_actions() {
+    let p = ok(
+        "[stateful]\nestablished = \"rules\"\ninvalid = \"accept\"\ntcp_syn_only = false\nicmpv6_neighbor_discovery = \"drop\"\n[defaults]\ninput = \"reject\"\n[[output]]\nproto = \"tcp\"\nsport = [22, 80, 443]\nstate = [\"established\", \"related\"]\naction = \"accept\"\nlog = true\n[[output]]\naction = \"log\"\n",
+    );
+    assert_eq!(
+        p.stateful,
+        Stateful {
+            established: Stage::Rules,
+            invalid: Stage::Accept,
+            tcp_syn_only: false,
+            neighbor_discovery: Stage::Drop
+        }
+    );
+    assert_eq!(p.defaults.input, Verdict::Reject(RejectWith::Auto));
+    assert_eq!(
+        p.output[0].state,
+        vec![PacketState::Established, PacketState::Related]
+    );
+    assert!(p.output[0].log);
+    assert_eq!(p.output[1].action, RuleAction::Log);
+}
+
+#[test]
+fn too_many_rules_is_an_error() {
+    let text = "[[input]]\naction = \"drop\"\n".repeat(MAX_RULES + 1);
+    let e = err(&text);
+    assert!(e.contains("at most 1024"), "{e}");
+}
+
+#[test]
+fn line_col_counts_from_one() {
+    assert_eq!(line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+}
