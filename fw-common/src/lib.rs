@@ -9,6 +9,7 @@
 //!   renumber, retire a value by renaming it `Reserved…`.
 #![no_std]
 
+pub mod checksum;
 pub mod config;
 pub mod conntrack;
 pub mod counters;

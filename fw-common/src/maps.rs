@@ -11,14 +11,23 @@ pub const DST: &str = "FW_DST";
 pub const IFACES: &str = "FW_IFACES";
 pub const CONNTRACK: &str = "FW_CONNTRACK";
 pub const COUNTERS: &str = "FW_COUNTERS";
+/// Program array for tail calls (REJECT replies).
+pub const JUMP: &str = "FW_JUMP";
 
 /// Every map the loader pins, in a stable order.
-pub const ALL: [&str; 10] = [
-    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS,
+pub const ALL: [&str; 11] = [
+    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS, JUMP,
 ];
 
 pub const PROG_INGRESS: &str = "fw_ingress";
 pub const PROG_EGRESS: &str = "fw_egress";
+/// Builds the REJECT reply on ingress; reached by tail call from `fw_ingress`.
+pub const PROG_INGRESS_REJECT: &str = "fw_ingress_reject";
+
+/// Slots of `FW_JUMP`.
+pub const JUMP_INGRESS_REJECT: u32 = 0;
+pub const JUMP_EGRESS_REJECT: u32 = 1;
+pub const JUMP_ENTRIES: u32 = 2;
 
 /// Default capacity of the connection table. The map is an LRU hash, so a
 /// full table evicts the least recently used entry instead of failing.

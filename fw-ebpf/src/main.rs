@@ -9,6 +9,7 @@ mod maps;
 mod parse;
 mod pipeline;
 mod policy;
+mod reject;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -32,7 +33,20 @@ pub fn fw_ingress(ctx: XdpContext) -> u32 {
     match pipeline::process(&pkt, Direction::Ingress, ifindex) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Reject => {
+            // SAFETY: the loader filled the slot with `fw_ingress_reject`;
+            // if it is empty the call returns and the packet is dropped.
+            unsafe { maps::FW_JUMP.tail_call(&ctx, fw_common::maps::JUMP_INGRESS_REJECT) };
+            xdp_action::XDP_DROP
+        }
     }
+}
+
+/// The REJECT reply on ingress, tail-called by `fw_ingress` with the
+/// packet parked in `FW_PENDING`.
+#[xdp]
+pub fn fw_ingress_reject(ctx: XdpContext) -> u32 {
+    reject::xdp(&ctx)
 }
 
 /// Bytes of headers egress must see in the linear part of the skb: Ethernet,
@@ -56,7 +70,7 @@ pub fn fw_egress(ctx: TcContext) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     match pipeline::process(&pkt, Direction::Egress, ifindex) {
         Verdict::Pass => TC_ACT_OK,
-        Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Drop | Verdict::Reject => TC_ACT_SHOT,
     }
 }
 

@@ -4,13 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use fw_common::{
     config::FwConfig,
     conntrack::{CtEntry, CtKey},
     counters::{Counter, CounterValue},
-    maps::CONNTRACK_MAX_ENTRIES,
+    maps::{CONNTRACK_MAX_ENTRIES, JUMP_ENTRIES},
     policy::{
         ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES, IfaceKey,
         PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
@@ -60,3 +60,8 @@ pub static FW_SCRATCH: PerCpuArray<RuleBitmap> = PerCpuArray::with_max_entries(1
 /// only: never read by the loader.
 #[map]
 pub static FW_PENDING: PerCpuArray<crate::pipeline::Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tail-call targets: the REJECT reply builders, which need a stack of
+/// their own.
+#[map]
+pub static FW_JUMP: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRIES, 0);

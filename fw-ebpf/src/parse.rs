@@ -51,7 +51,7 @@ impl Packet {
 
     /// Pointer to a `T` at `offset`, if the whole `T` is inside the packet.
     #[inline(always)]
-    fn ptr_at<T>(&self, offset: usize) -> Option<*const T> {
+    pub fn ptr_at<T>(&self, offset: usize) -> Option<*const T> {
         if offset > MAX_HEADER_OFFSET {
             return None;
         }
@@ -62,8 +62,26 @@ impl Packet {
         Some(start as *const T)
     }
 
+    /// `ptr_at` whose check the compiler cannot drop: the end is read with
+    /// a volatile load, so no earlier check can prove this one redundant.
+    /// The verifier tracks ranges per pointer and wants a check before each
+    /// access; code that rewrites a frame after reading it needs this.
     #[inline(always)]
-    fn be16_at(&self, offset: usize) -> Option<u16> {
+    pub fn ptr_at_checked<T>(&self, offset: usize) -> Option<*mut T> {
+        if offset > MAX_HEADER_OFFSET {
+            return None;
+        }
+        let start = self.data + offset;
+        // SAFETY: a read of a field of `self`.
+        let end = unsafe { core::ptr::read_volatile(&raw const self.data_end) };
+        if start + size_of::<T>() > end {
+            return None;
+        }
+        Some(start as *mut T)
+    }
+
+    #[inline(always)]
+    pub fn be16_at(&self, offset: usize) -> Option<u16> {
         // SAFETY: ptr_at checked both bytes are inside the packet.
         self.ptr_at::<[u8; 2]>(offset)
             .map(|p| u16::from_be_bytes(unsafe { *p }))
@@ -104,6 +122,16 @@ pub struct Headers {
     /// IPv4 TTL or IPv6 hop limit.
     pub hop_limit: u8,
     pub fragment: Fragment,
+    /// Offsets from the start of the frame: IP header, layer-4 header, and
+    /// the byte naming the layer-4 protocol (for ICMPv6 parameter problems).
+    pub l3_off: usize,
+    pub l4_off: usize,
+    pub nh_off: usize,
+    /// TCP sequence and acknowledgement numbers (host order), data offset.
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    /// Bytes of the IP datagram as its header says (0 when unknown).
+    pub ip_len: usize,
 }
 
 impl Headers {
@@ -120,6 +148,12 @@ impl Headers {
             icmp_id: 0,
             hop_limit: 0,
             fragment: Fragment::None,
+            l3_off: 0,
+            l4_off: 0,
+            nh_off: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            ip_len: 0,
         }
     }
 }
@@ -140,12 +174,14 @@ pub fn parse(pkt: &Packet, strict_lengths: bool) -> Result<Headers, ParseError> 
         off += 4;
     }
     let mut h = Headers::empty();
+    h.l3_off = off;
     let l4_off = match ether_type {
         ETH_P_IP => parse_ipv4(pkt, off, strict_lengths, &mut h)?,
         ETH_P_IPV6 => parse_ipv6(pkt, off, strict_lengths, &mut h)?,
         // A third VLAN tag or anything else that is not IP.
         _ => return Err(ParseError::NotIp),
     };
+    h.l4_off = l4_off;
     if h.fragment != Fragment::Later {
         parse_l4(pkt, l4_off, &mut h)?;
     }
@@ -187,6 +223,8 @@ fn parse_ipv4(
         Fragment::None
     };
     h.family = family::IPV4;
+    h.ip_len = tot_len;
+    h.nh_off = off + 9;
     h.proto = ip.proto;
     h.hop_limit = ip.ttl;
     h.src[0] = u32::from_ne_bytes(ip.src_addr);
@@ -212,6 +250,12 @@ fn parse_ipv6(
         return Err(ParseError::Malformed);
     }
     h.family = family::IPV6;
+    h.ip_len = if payload_len == 0 {
+        0
+    } else {
+        Ipv6Hdr::LEN + payload_len
+    };
+    h.nh_off = off + 6;
     h.hop_limit = ip.hop_limit;
     for i in 0..4 {
         h.src[i] = u32::from_ne_bytes([
@@ -264,6 +308,7 @@ fn parse_ipv6(
             _ => (usize::from(ext[1]) + 1) * 8,
         };
         next = ext[0];
+        h.nh_off = cur;
         cur += len;
         if h.fragment == Fragment::Later {
             h.proto = next;
@@ -288,6 +333,8 @@ fn parse_l4(pkt: &Packet, off: usize, h: &mut Headers) -> Result<(), ParseError>
             h.dport = u16::from_be_bytes([tcp[2], tcp[3]]);
             let doff = usize::from(tcp[12] >> 4) * 4;
             h.tcp_flags = tcp[13];
+            h.tcp_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+            h.tcp_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
             // The options must be inside the packet; a first fragment that
             // splits the TCP header ends up here as malformed.
             if doff < 20 || off + doff > pkt.len {

@@ -27,6 +27,8 @@ use crate::{
 pub enum Verdict {
     Pass,
     Drop,
+    /// Drop and answer; how is parked in `FW_PENDING`.
+    Reject,
 }
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -41,7 +43,12 @@ const ICMPV6_ND_LAST: u8 = 137;
 #[inline(always)]
 pub fn process(pkt: &Packet, dir: Direction, ifindex: u32) -> Verdict {
     let counter = decide(pkt, dir, ifindex);
-    finish(dir, counter, pkt.len as u64)
+    let verdict = finish(dir, counter, pkt.len as u64);
+    if matches!(counter, Counter::RejectRule | Counter::RejectDefault) {
+        // Only the rules stage rejects, and it parked how to answer.
+        return Verdict::Reject;
+    }
+    verdict
 }
 
 #[inline(always)]
@@ -172,7 +179,7 @@ fn decide(pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Pending {
-    query: Query,
+    pub query: Query,
     key: CtKey,
     now: u64,
     bytes: u64,
@@ -181,7 +188,8 @@ pub struct Pending {
     kind: u8,
     original: u8,
     next: u8,
-    _pad: u8,
+    /// Set by `classify_and_apply`: the `RejectWith` of a REJECT.
+    pub reject_with: u8,
 }
 
 const PENDING_ESTABLISHED: u8 = 0;
@@ -255,10 +263,13 @@ fn established_key(h: &Headers, chain: Chain) -> CtKey {
 /// table. Reads nothing but `FW_PENDING` and the maps.
 #[inline(never)]
 fn classify_and_apply(dir: Direction) -> Counter {
-    let Some(p) = FW_PENDING.get(0) else {
+    let Some(p) = FW_PENDING.get_ptr_mut(0) else {
         return Counter::DropDefault;
     };
+    // SAFETY: per-CPU slot from a map lookup, used only by this program run.
+    let p = unsafe { &mut *p };
     let d = policy::classify(p.generation, &p.query);
+    p.reject_with = d.reject_with;
     let by_rule = d.rule != 0;
     match d.action {
         Action::Accept => {}
@@ -330,6 +341,7 @@ fn query(h: &Headers, chain: Chain, ifindex: u32, state: PacketState) -> Query {
         dport: h.dport,
         icmp_type: h.icmp_type,
         tcp_flags: h.tcp_flags,
+        _pad: [0; 2],
     }
 }
 

@@ -55,6 +55,7 @@ pub struct Query {
     pub dport: u16,
     pub icmp_type: u8,
     pub tcp_flags: u8,
+    pub _pad: [u8; 2],
 }
 
 /// The verdict for a packet the rules decided: action, how to reject, and

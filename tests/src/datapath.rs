@@ -30,6 +30,7 @@ pub fn test_ifindex(name: &str) -> Option<u32> {
 /// XDP and TC return codes, named.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 
@@ -39,11 +40,13 @@ pub struct Datapath {
 }
 
 /// What the datapath did with one packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub pass: bool,
     /// The counter that moved: the reason for the verdict.
     pub counter: Counter,
+    /// The frame sent back out of the interface (a REJECT reply).
+    pub reply: Option<Vec<u8>>,
 }
 
 impl Datapath {
@@ -53,19 +56,27 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .expect("load kernel object");
-        let xdp: &mut Xdp = ebpf
-            .program_mut(maps::PROG_INGRESS)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        xdp.load().expect("verifier accepts fw_ingress");
+        for name in [maps::PROG_INGRESS, maps::PROG_INGRESS_REJECT] {
+            let xdp: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            xdp.load()
+                .unwrap_or_else(|e| panic!("the verifier rejects `{name}`: {e}"));
+        }
         let tc: &mut SchedClassifier = ebpf
             .program_mut(maps::PROG_EGRESS)
             .unwrap()
             .try_into()
             .unwrap();
-        tc.load().expect("verifier accepts fw_egress");
-        let maps = FwMaps::take_from(&mut ebpf).expect("maps");
+        tc.load()
+            .unwrap_or_else(|e| panic!("the verifier rejects `fw_egress`: {e}"));
+        let mut maps = FwMaps::take_from(&mut ebpf).expect("maps");
+        let reject: &Xdp = ebpf
+            .program(maps::PROG_INGRESS_REJECT)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        maps.jump
+            .set(maps::JUMP_INGRESS_REJECT, reject.fd().unwrap(), 0)
+            .expect("fill FW_JUMP");
         let mut dp = Self { ebpf, maps };
         dp.install(policy_toml);
         dp
@@ -99,13 +110,13 @@ impl Datapath {
     /// Run one frame through the XDP (ingress) or TC (egress) program.
     pub fn run(&mut self, dir: Direction, frame: &[u8]) -> Outcome {
         let before = self.snapshot();
-        let mut out = vec![0u8; frame.len() + 256];
+        let mut out = vec![0u8; frame.len() + 512];
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
             ..TestRunOptions::new()
         };
-        let ret = match dir {
+        let result = match dir {
             Direction::Ingress => {
                 let xdp: &mut Xdp = self
                     .ebpf
@@ -113,9 +124,7 @@ impl Datapath {
                     .unwrap()
                     .try_into()
                     .unwrap();
-                xdp.test_run(opts)
-                    .expect("BPF_PROG_TEST_RUN (xdp)")
-                    .return_value
+                xdp.test_run(opts).expect("BPF_PROG_TEST_RUN (xdp)")
             }
             Direction::Egress => {
                 let tc: &mut SchedClassifier = self
@@ -124,11 +133,10 @@ impl Datapath {
                     .unwrap()
                     .try_into()
                     .unwrap();
-                tc.test_run(opts)
-                    .expect("BPF_PROG_TEST_RUN (tc)")
-                    .return_value
+                tc.test_run(opts).expect("BPF_PROG_TEST_RUN (tc)")
             }
         };
+        let ret = result.return_value;
         let after = self.snapshot();
         let moved: Vec<Counter> = before
             .iter()
@@ -146,12 +154,14 @@ impl Datapath {
         );
         let pass = match (dir, ret) {
             (Direction::Ingress, XDP_PASS) | (Direction::Egress, TC_ACT_OK) => true,
-            (Direction::Ingress, XDP_DROP) | (Direction::Egress, TC_ACT_SHOT) => false,
+            (Direction::Ingress, XDP_DROP | XDP_TX) | (Direction::Egress, TC_ACT_SHOT) => false,
             (d, r) => panic!("unexpected return code {r} from the {d:?} program"),
         };
+        let reply = (ret == XDP_TX).then(|| out[..result.data_size_out as usize].to_vec());
         let outcome = Outcome {
             pass,
             counter: moved[0],
+            reply,
         };
         assert_eq!(
             pass,

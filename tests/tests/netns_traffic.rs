@@ -411,7 +411,12 @@ fn foreground_load_leaves_the_firewall_when_it_exits() {
         .expect("spawn fw-user load");
     // Wait until the policy is in place, then stop fw-user as systemd would.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !fw_user(&pair.server, &["status", "--pin-path", &pair.pin_path()]).ok {
+    // Attached, not merely installed: the policy goes in before the links.
+    let attached = || {
+        let r = fw_user(&pair.server, &["status", "--pin-path", &pair.pin_path()]);
+        r.ok && r.stdout.contains("tc egress tcx")
+    };
+    while !attached() {
         assert!(
             std::time::Instant::now() < deadline,
             "fw-user load never installed the firewall"

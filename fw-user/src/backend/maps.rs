@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, lpm_trie::Key},
 };
 use fw_common::{
     Direction,
@@ -40,6 +40,7 @@ pub struct FwMaps {
     pub ifaces: HashMap<MapData, IfaceKey, u32>,
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub counters: PerCpuArray<MapData, CounterValue>,
+    pub jump: ProgramArray<MapData>,
 }
 
 fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(map: Map, name: &str) -> Result<T> {
@@ -72,6 +73,7 @@ impl FwMaps {
             ifaces: typed(take(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(take(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(take(maps::COUNTERS)?, maps::COUNTERS)?,
+            jump: typed(take(maps::JUMP)?, maps::JUMP)?,
         })
     }
 
@@ -101,6 +103,7 @@ impl FwMaps {
             ifaces: typed(open(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(open(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(open(maps::COUNTERS)?, maps::COUNTERS)?,
+            jump: typed(open(maps::JUMP)?, maps::JUMP)?,
         })
     }
 

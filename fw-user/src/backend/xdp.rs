@@ -110,12 +110,12 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
         }
         _ => Error::bpf("cannot load the kernel programs", e),
     })?;
-    {
-        let xdp: &mut Xdp = program(&mut ebpf, maps::PROG_INGRESS)?;
+    for name in [maps::PROG_INGRESS, maps::PROG_INGRESS_REJECT] {
+        let xdp: &mut Xdp = program(&mut ebpf, name)?;
         xdp.load()
-            .map_err(|e| Error::bpf("the kernel rejected the XDP program", e))?;
-        xdp.pin(layout.prog(maps::PROG_INGRESS))
-            .map_err(pin_err("cannot pin the XDP program".into()))?;
+            .map_err(|e| Error::bpf(format!("the kernel rejected the XDP program `{name}`"), e))?;
+        xdp.pin(layout.prog(name))
+            .map_err(pin_err(format!("cannot pin the XDP program `{name}`")))?;
     }
     {
         let tc: &mut SchedClassifier = program(&mut ebpf, maps::PROG_EGRESS)?;
@@ -125,6 +125,16 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
             .map_err(pin_err("cannot pin the TC program".into()))?;
     }
     let mut fw_maps = FwMaps::take_from(&mut ebpf)?;
+    {
+        let reject: &mut Xdp = program(&mut ebpf, maps::PROG_INGRESS_REJECT)?;
+        let fd = reject
+            .fd()
+            .map_err(|e| Error::bpf("the REJECT program has no descriptor", e))?;
+        fw_maps
+            .jump
+            .set(maps::JUMP_INGRESS_REJECT, fd, 0)
+            .map_err(|e| Error::bpf("cannot fill `FW_JUMP`", e))?;
+    }
     let generation = fw_maps.install(compiled)?;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
         super::maps::monotonic_now_ns(),

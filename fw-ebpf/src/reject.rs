@@ -1,0 +1,432 @@
+//! REJECT: answering a refused packet from the kernel, as iptables' REJECT
+//! target does. A TCP packet gets a RST; anything else an ICMP or ICMPv6
+//! destination-unreachable (or parameter problem) quoting the offending
+//! packet: its IP header and 8 bytes for IPv4 (RFC 792), as much as fits in
+//! 1280 bytes for IPv6 (RFC 4443 2.4c).
+//!
+//! On ingress (XDP) the frame is rewritten into the reply and sent back out
+//! of the interface it came in on. No answer is ever sent to a multicast or
+//! broadcast address, for a RST, or for an ICMP error: those are dropped.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
+    programs::XdpContext,
+};
+use fw_common::{
+    checksum::{add_bytes, add16, add32, finish},
+    conntrack::tcp_flags,
+    family, ipproto,
+    policy::RejectWith,
+};
+
+use crate::{
+    maps::{FW_PENDING, FW_SCRATCH},
+    parse::{self, Headers, Packet},
+};
+
+/// Longest ICMPv6 error we send: the IPv6 minimum MTU.
+const IPV6_MIN_MTU: usize = 1280;
+/// Layer-2 header: Ethernet plus up to two VLAN tags.
+const MAX_L2: usize = 22;
+
+/// The concrete answer for `with` (iptables' defaults for `Auto`).
+#[inline(always)]
+fn concrete(with: u8, proto: u8) -> RejectWith {
+    match RejectWith::from_u8(with) {
+        RejectWith::Auto => match proto {
+            ipproto::TCP => RejectWith::TcpReset,
+            ipproto::UDP => RejectWith::PortUnreachable,
+            _ => RejectWith::ProtoUnreachable,
+        },
+        w => w,
+    }
+}
+
+/// May this packet be answered at all?
+#[inline(always)]
+fn may_answer(h: &Headers) -> bool {
+    if h.family == family::IPV4 {
+        let (s, d) = (h.src[0].to_ne_bytes(), h.dst[0].to_ne_bytes());
+        // Multicast, broadcast, "this network" source.
+        if d[0] >= 224 || s[0] >= 224 || s[0] == 0 {
+            return false;
+        }
+        // Never answer an ICMP error (RFC 1122 3.2.2).
+        if h.proto == ipproto::ICMP && !matches!(h.icmp_type, 8 | 13 | 15 | 17) {
+            return false;
+        }
+    } else {
+        let (s, d) = (h.src[0].to_ne_bytes(), h.dst[0].to_ne_bytes());
+        if d[0] == 0xff || s[0] == 0xff || h.src == [0; 4] {
+            return false;
+        }
+        if h.proto == ipproto::ICMPV6 && h.icmp_type < 128 {
+            return false;
+        }
+    }
+    !(h.proto == ipproto::TCP && h.tcp_flags & tcp_flags::RST != 0)
+}
+
+/// Answer the frame in `ctx`, which the rules stage parked in
+/// `FW_PENDING` and judged REJECT. Returns the XDP action: `XDP_TX` with
+/// the reply in place, or `XDP_DROP`.
+#[inline(always)]
+pub fn xdp(ctx: &XdpContext) -> u32 {
+    let Some(p) = FW_PENDING.get(0) else {
+        return xdp_action::XDP_DROP;
+    };
+    let with = p.reject_with;
+    // This program is verified on its own, so parsing the frame again here
+    // costs the main program nothing.
+    let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
+    let Ok(h) = parse::parse(&pkt, true) else {
+        return xdp_action::XDP_DROP;
+    };
+    if !may_answer(&h) {
+        return xdp_action::XDP_DROP;
+    }
+    let built = match concrete(with, h.proto) {
+        RejectWith::TcpReset if h.proto == ipproto::TCP => tcp_reset(ctx, &pkt, &h),
+        RejectWith::TcpReset => None,
+        w => icmp_error(ctx, &h, w),
+    };
+    if built.is_some() {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// Swap the Ethernet addresses of the frame at `pkt`.
+#[inline(always)]
+fn swap_macs(pkt: &Packet) -> Option<()> {
+    let eth = pkt.ptr_at_checked::<[u8; 12]>(0)?;
+    // SAFETY: bounds-checked by ptr_at_mut.
+    let old = unsafe { *eth };
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&old[6..]);
+    swapped[6..].copy_from_slice(&old[..6]);
+    // SAFETY: as above.
+    unsafe { *eth = swapped };
+    Some(())
+}
+
+fn v4_bytes(a: u32) -> [u8; 4] {
+    a.to_ne_bytes()
+}
+
+fn v6_bytes(a: &[u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, w) in a.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    out
+}
+
+/// An IPv4 header with a correct checksum.
+fn ipv4_header(total_len: u16, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; 20] {
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+    ip[6] = 0x40; // don't fragment
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let sum = finish(add_bytes(0, &ip));
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip
+}
+
+fn ipv6_header(
+    payload_len: u16,
+    next: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+) -> [u8; 40] {
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
+    ip[6] = next;
+    ip[7] = hop_limit;
+    ip[8..24].copy_from_slice(&src);
+    ip[24..40].copy_from_slice(&dst);
+    ip
+}
+
+/// Sum of the pseudo-header of the reply (addresses as written in it).
+fn pseudo_sum(v6: bool, src: &[u8; 16], dst: &[u8; 16], proto: u8, len: u32) -> u32 {
+    let n = if v6 { 16 } else { 4 };
+    let mut sum = add_bytes(0, &src[..n]);
+    sum = add_bytes(sum, &dst[..n]);
+    sum = add16(sum, u16::from(proto));
+    add32(sum, len)
+}
+
+/// Turn a TCP segment into the RST that refuses it (RFC 793, "reset
+/// generation"), in place, and cut the frame to the new length.
+#[inline(always)]
+fn tcp_reset(ctx: &XdpContext, pkt: &Packet, h: &Headers) -> Option<()> {
+    let l3 = h.l3_off;
+    let l4 = h.l4_off;
+    let doff = usize::from(*pkt_byte(pkt, l4 + 12)? >> 4) * 4;
+    let v6 = h.family == family::IPV6;
+    // Sequence space the segment used: payload plus SYN and FIN.
+    let payload = h.ip_len.saturating_sub(l4 - l3 + doff);
+    let mut seg_len = payload as u32;
+    if h.tcp_flags & tcp_flags::SYN != 0 {
+        seg_len += 1;
+    }
+    if h.tcp_flags & tcp_flags::FIN != 0 {
+        seg_len += 1;
+    }
+    let (seq, ack, flags) = if h.tcp_flags & tcp_flags::ACK != 0 {
+        (h.tcp_ack, 0, tcp_flags::RST)
+    } else {
+        (
+            0,
+            h.tcp_seq.wrapping_add(seg_len),
+            tcp_flags::RST | tcp_flags::ACK,
+        )
+    };
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&h.dport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&h.sport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    let (src, dst) = if v6 {
+        (v6_bytes(&h.dst), v6_bytes(&h.src))
+    } else {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s[..4].copy_from_slice(&v4_bytes(h.dst[0]));
+        d[..4].copy_from_slice(&v4_bytes(h.src[0]));
+        (s, d)
+    };
+    let sum = finish(add_bytes(
+        pseudo_sum(v6, &src, &dst, ipproto::TCP, 20),
+        &tcp,
+    ));
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+
+    swap_macs(pkt)?;
+    let ip_len = if v6 {
+        let ip = pkt.ptr_at_checked::<[u8; 40]>(l3)?;
+        let t = pkt.ptr_at_checked::<[u8; 20]>(l3 + 40)?;
+        // SAFETY: bounds-checked by ptr_at_mut.
+        unsafe {
+            *ip = ipv6_header(20, ipproto::TCP, 64, src, dst);
+            *t = tcp;
+        }
+        60
+    } else {
+        let ip = pkt.ptr_at_checked::<[u8; 20]>(l3)?;
+        let t = pkt.ptr_at_checked::<[u8; 20]>(l3 + 20)?;
+        let mut s4 = [0u8; 4];
+        let mut d4 = [0u8; 4];
+        s4.copy_from_slice(&src[..4]);
+        d4.copy_from_slice(&dst[..4]);
+        // SAFETY: bounds-checked by ptr_at_mut.
+        unsafe {
+            *ip = ipv4_header(40, ipproto::TCP, s4, d4);
+            *t = tcp;
+        }
+        40
+    };
+    trim(ctx, l3 + ip_len)
+}
+
+#[inline(always)]
+fn pkt_byte(pkt: &Packet, off: usize) -> Option<&u8> {
+    // SAFETY: bounds-checked by ptr_at_checked.
+    pkt.ptr_at_checked::<u8>(off).map(|p| unsafe { &*p })
+}
+
+/// Cut the frame to `len` bytes.
+#[inline(always)]
+fn trim(ctx: &XdpContext, len: usize) -> Option<()> {
+    let cur = ctx.data_end() - ctx.data();
+    if cur > len {
+        let delta = -((cur - len) as i32);
+        // SAFETY: the helper checks the context and the delta.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// (type, code, rest-of-header word) of the error for `with`.
+#[inline(always)]
+fn icmp_kind(v6: bool, with: RejectWith, pointer: u32) -> (u8, u8, u32) {
+    if v6 {
+        match with {
+            RejectWith::NetUnreachable => (1, 0, 0),
+            RejectWith::AdminProhibited => (1, 1, 0),
+            RejectWith::HostUnreachable => (1, 3, 0),
+            // "Unrecognized Next Header" pointing at the protocol field.
+            RejectWith::ProtoUnreachable => (4, 1, pointer),
+            _ => (1, 4, 0),
+        }
+    } else {
+        match with {
+            RejectWith::NetUnreachable => (3, 0, 0),
+            RejectWith::HostUnreachable => (3, 1, 0),
+            RejectWith::ProtoUnreachable => (3, 2, 0),
+            RejectWith::AdminProhibited => (3, 13, 0),
+            _ => (3, 3, 0),
+        }
+    }
+}
+
+/// Grow the frame in front of the offending IP packet by a new IP header
+/// and an ICMP header, so the old packet becomes the quote; cut the quote
+/// to its allowed length and checksum the message.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, h: &Headers, with: RejectWith) -> Option<()> {
+    let v6 = h.family == family::IPV6;
+    let l2 = h.l3_off;
+    if l2 > MAX_L2 {
+        return None;
+    }
+    let l4 = h.l4_off;
+    let ip_len = h.ip_len;
+    let nh = h.nh_off;
+    let ip_hdr_len = if v6 { 40 } else { 20 };
+    let grow = ip_hdr_len + 8;
+    let frame_len = ctx.data_end() - ctx.data();
+    let available = frame_len.saturating_sub(l2);
+    let quote = if v6 {
+        let want = if ip_len == 0 { available } else { ip_len };
+        min(min(want, available), IPV6_MIN_MTU - grow)
+    } else {
+        // The offending IP header and the first 8 bytes of its payload.
+        let want = l4.saturating_sub(l2) + 8;
+        min(min(want, ip_len), available)
+    };
+    let pointer = nh.saturating_sub(l2) as u32;
+
+    // Keep the link-layer header (with VLAN tags), addresses swapped.
+    let l2_hdr = {
+        let pkt = Packet::new(ctx.data(), ctx.data_end(), frame_len);
+        let src = pkt.ptr_at_checked::<[u8; MAX_L2]>(0)?;
+        // SAFETY: bounds-checked by ptr_at (every frame here holds an IP
+        // header after its link layer, so 22 bytes are there).
+        let mut hdr = unsafe { *src };
+        let old = hdr;
+        hdr[..6].copy_from_slice(&old[6..12]);
+        hdr[6..12].copy_from_slice(&old[..6]);
+        hdr
+    };
+    // SAFETY: the helper checks the context and the delta; it invalidates
+    // every packet pointer, so the frame is re-read below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
+        return None;
+    }
+    trim(ctx, l2 + grow + quote)?;
+    let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
+    // The link layer goes back to the front; the quote starts at l2 + grow.
+    let head = pkt.ptr_at_checked::<[u8; MAX_L2]>(0)?;
+    let (src, dst) = if v6 {
+        (v6_bytes(&h.dst), v6_bytes(&h.src))
+    } else {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s[..4].copy_from_slice(&v4_bytes(h.dst[0]));
+        d[..4].copy_from_slice(&v4_bytes(h.src[0]));
+        (s, d)
+    };
+    let (ty, code, rest) = icmp_kind(v6, with, pointer);
+    let msg_len = 8 + quote;
+    // SAFETY: bounds-checked by ptr_at_mut; only the first `l2` bytes are
+    // the link layer, the rest is overwritten by the IP header next.
+    unsafe {
+        *head = l2_hdr;
+    }
+    let proto = if v6 { ipproto::ICMPV6 } else { ipproto::ICMP };
+    if v6 {
+        let ip = pkt.ptr_at_checked::<[u8; 40]>(l2)?;
+        // SAFETY: bounds-checked by ptr_at_mut.
+        unsafe { *ip = ipv6_header(msg_len as u16, proto, 64, src, dst) };
+    } else {
+        let ip = pkt.ptr_at_checked::<[u8; 20]>(l2)?;
+        let mut s4 = [0u8; 4];
+        let mut d4 = [0u8; 4];
+        s4.copy_from_slice(&src[..4]);
+        d4.copy_from_slice(&dst[..4]);
+        // SAFETY: bounds-checked by ptr_at_mut.
+        unsafe { *ip = ipv4_header((20 + msg_len) as u16, proto, s4, d4) };
+    }
+    let icmp_off = l2 + ip_hdr_len;
+    let mut icmp = [0u8; 8];
+    icmp[0] = ty;
+    icmp[1] = code;
+    icmp[4..8].copy_from_slice(&rest.to_be_bytes());
+    let mut sum = if v6 {
+        pseudo_sum(true, &src, &dst, proto, msg_len as u32)
+    } else {
+        0
+    };
+    sum = add_bytes(sum, &icmp);
+    sum = add_quote(ctx, icmp_off + 8, quote, sum)?;
+    icmp[2..4].copy_from_slice(&finish(sum).to_be_bytes());
+    let hdr = pkt.ptr_at_checked::<[u8; 8]>(icmp_off)?;
+    // SAFETY: bounds-checked by ptr_at_mut.
+    unsafe { *hdr = icmp };
+    Some(())
+}
+
+/// Bytes summed per step of `add_quote`.
+const CHUNK: usize = 64;
+/// Steps for the longest quote (1232 bytes).
+const MAX_CHUNKS: usize = (IPV6_MIN_MTU - 48).div_ceil(CHUNK);
+
+/// Add `len` bytes of the frame from `off` to `sum`. The bytes are copied
+/// out in even-sized chunks (so words stay aligned) into a zeroed buffer:
+/// a short last chunk is padded with zeros, which do not change the sum.
+#[inline(always)]
+fn add_quote(ctx: &XdpContext, off: usize, len: usize, mut sum: u32) -> Option<u32> {
+    for c in 0..MAX_CHUNKS {
+        let at = c * CHUNK;
+        if at >= len {
+            break;
+        }
+        // The compiler can prove 1 <= n <= CHUNK and would drop this
+        // check; the verifier cannot, so hide the value from the compiler.
+        let n = min(len - at, CHUNK);
+        // SAFETY: a read of a local.
+        let n = unsafe { core::ptr::read_volatile(&n) };
+        if n == 0 || n > CHUNK {
+            break;
+        }
+        // The classifier's per-CPU scratch bitmap is free by now; it holds
+        // the chunk, zeroed first so a short chunk sums as if padded.
+        let buf = FW_SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: per-CPU map slot; `words` is 128 bytes, CHUNK of it used.
+        let bytes = unsafe { &mut *buf.cast::<[u8; CHUNK]>() };
+        *bytes = [0; CHUNK];
+        // SAFETY: the helper bounds-checks the frame; `bytes` holds `n`.
+        let r = unsafe {
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                (off + at) as u32,
+                bytes.as_mut_ptr().cast(),
+                n as u32,
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+        sum = add_bytes(sum, bytes);
+    }
+    Some(sum)
+}
+
+#[inline(always)]
+fn min(a: usize, b: usize) -> usize {
+    if a < b { a } else { b }
+}
