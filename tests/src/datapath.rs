@@ -16,13 +16,12 @@ use fw_user::{
     policy,
 };
 
-/// Interface names policies in verdict tests may use, and the ifindex
-/// `Datapath::run_on` presents for them. (`BPF_PROG_TEST_RUN` runs XDP on
-/// the loopback device unless told otherwise, ifindex 1.)
+/// Interface names verdict-test policies may use: `testdev` is the device
+/// `BPF_PROG_TEST_RUN` presents packets on (ifindex 1), `ifN` is ifindex N.
 #[must_use]
 pub fn test_ifindex(name: &str) -> Option<u32> {
     match name {
-        "lo" => Some(1),
+        "testdev" => Some(1),
         _ => name.strip_prefix("if").and_then(|n| n.parse().ok()),
     }
 }
