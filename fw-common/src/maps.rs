@@ -23,6 +23,8 @@ pub const PROG_INGRESS: &str = "fw_ingress";
 pub const PROG_EGRESS: &str = "fw_egress";
 /// Builds the REJECT reply on ingress; reached by tail call from `fw_ingress`.
 pub const PROG_INGRESS_REJECT: &str = "fw_ingress_reject";
+/// Passes everything: benchmark floor, and the veth peer of tests.
+pub const PROG_PASS: &str = "fw_pass";
 
 /// Slots of `FW_JUMP`.
 pub const JUMP_INGRESS_REJECT: u32 = 0;

@@ -74,6 +74,15 @@ pub fn fw_egress(ctx: TcContext) -> i32 {
     }
 }
 
+/// Passes every frame. Not part of the firewall: the floor of the
+/// benchmarks, and in tests the program a veth peer must run to receive the
+/// frames fw sends back with `XDP_TX` (a veth only delivers those to a peer
+/// in XDP mode; real NICs need nothing).
+#[xdp]
+pub fn fw_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

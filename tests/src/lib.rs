@@ -13,6 +13,7 @@
 
 pub mod datapath;
 pub mod fwcli;
+pub mod lab;
 pub mod netns;
 pub mod packet;
 

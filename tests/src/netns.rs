@@ -131,6 +131,7 @@ pub struct Pair {
     pub client_if: String,
     pub bpffs: Bpffs,
     pub workdir: PathBuf,
+    _peer: XdpPeer,
 }
 
 impl Pair {
@@ -169,6 +170,7 @@ impl Pair {
         }
         let workdir = std::env::temp_dir().join(crate::unique("fw-test-"));
         std::fs::create_dir_all(&workdir).expect("workdir");
+        let peer = XdpPeer::attach(&client, &client_if);
         let pair = Self {
             client,
             server,
@@ -176,6 +178,7 @@ impl Pair {
             client_if,
             bpffs: Bpffs::new(),
             workdir,
+            _peer: peer,
         };
         pair.wait_ipv6_ready();
         pair
@@ -606,4 +609,117 @@ pub fn send_frame(ns: &Netns, iface: &str, frame: Vec<u8>) {
             );
         }
     });
+}
+
+/// Like `tcp_probe`, from a chosen local address and port (port 0: any).
+#[must_use]
+pub fn tcp_probe_from(ns: &Netns, local: SocketAddr, to: SocketAddr, timeout: Duration) -> Connect {
+    ns.run(move || {
+        let domain = if to.is_ipv6() {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&local.into())
+            .unwrap_or_else(|e| panic!("bind {local}: {e}"));
+        match sock.connect_timeout(&to.into(), timeout) {
+            Ok(()) => {
+                let mut s: TcpStream = sock.into();
+                s.set_read_timeout(Some(timeout)).unwrap();
+                s.write_all(b"ping").unwrap();
+                let mut buf = [0u8; 4];
+                match s.read_exact(&mut buf) {
+                    Ok(()) if &buf == b"ping" => Connect::Echoed,
+                    Ok(()) => Connect::Other("wrong echo".into()),
+                    Err(e) => Connect::Other(format!("read: {e}")),
+                }
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::TimedOut
+                    || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+            {
+                Connect::TimedOut
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Connect::Refused,
+            Err(e) => Connect::Other(e.to_string()),
+        }
+    })
+}
+
+/// How a UDP exchange ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Datagram {
+    Answered,
+    /// Nothing came back.
+    Silent,
+    /// An ICMP error came back (the connected socket reports it).
+    Refused,
+    Other(String),
+}
+
+/// From inside `ns`, send a datagram on a connected UDP socket and report
+/// what came back, including an ICMP error.
+#[must_use]
+pub fn udp_exchange(ns: &Netns, to: SocketAddr, timeout: Duration) -> Datagram {
+    ns.run(move || {
+        let any: SocketAddr = if to.is_ipv6() {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+        } else {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        };
+        let sock = UdpSocket::bind(any).unwrap();
+        sock.connect(to).unwrap();
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        sock.send(b"ping").unwrap();
+        let mut buf = [0u8; 16];
+        match sock.recv(&mut buf) {
+            Ok(4) => Datagram::Answered,
+            Ok(n) => Datagram::Other(format!("{n} bytes")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Datagram::Silent
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    || e.raw_os_error() == Some(libc::EHOSTUNREACH) =>
+            {
+                Datagram::Refused
+            }
+            Err(e) => Datagram::Other(e.to_string()),
+        }
+    })
+}
+
+/// `fw_pass` attached to `ifname` inside `ns`, for as long as this lives.
+/// A veth only delivers `XDP_TX` frames (fw's REJECT replies) to a peer
+/// running XDP; this makes the test peer one.
+pub struct XdpPeer {
+    _ebpf: aya::Ebpf,
+}
+
+impl XdpPeer {
+    #[must_use]
+    pub fn attach(ns: &Netns, ifname: &str) -> Self {
+        let ifname = ifname.to_string();
+        let ebpf = ns.run(move || {
+            let mut ebpf =
+                aya::Ebpf::load(fw_user::backend::EBPF_OBJECT).expect("load kernel object");
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut(fw_common::maps::PROG_PASS)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            prog.load().expect("load fw_pass");
+            prog.attach(&ifname, aya::programs::XdpMode::Driver)
+                .expect("attach fw_pass");
+            ebpf
+        });
+        Self { _ebpf: ebpf }
+    }
 }

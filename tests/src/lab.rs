@@ -1,0 +1,127 @@
+//! Multi-host test networks: LANs are bridges in "switch" namespaces,
+//! hosts are namespaces whose interfaces (named `eth0`, `eth1` … inside
+//! them, as on real servers) are veths plugged into those bridges. All of
+//! it is removed when the `Lab` is dropped.
+
+use std::collections::HashMap;
+
+use crate::netns::{Bpffs, Netns};
+
+pub struct Lab {
+    peers: Vec<crate::netns::XdpPeer>,
+    hosts: HashMap<String, Netns>,
+    lans: HashMap<String, Netns>,
+    pub bpffs: Bpffs,
+    workdir: std::path::PathBuf,
+}
+
+impl Lab {
+    #[must_use]
+    pub fn new() -> Self {
+        let workdir = std::env::temp_dir().join(crate::unique("fw-lab-"));
+        std::fs::create_dir_all(&workdir).expect("lab workdir");
+        Self {
+            peers: Vec::new(),
+            hosts: HashMap::new(),
+            lans: HashMap::new(),
+            bpffs: Bpffs::new(),
+            workdir,
+        }
+    }
+
+    /// A LAN: a bridge in its own namespace.
+    pub fn lan(&mut self, name: &str) {
+        let sw = Netns::new("fwt-lan-");
+        sw.ip(&["link", "add", "br0", "type", "bridge"]);
+        sw.ip(&["link", "set", "br0", "up"]);
+        self.lans.insert(name.to_string(), sw);
+    }
+
+    /// Plug `host` (created on first use) into `lan` as interface `ifname`
+    /// with the given addresses (CIDR notation).
+    pub fn plug(&mut self, host: &str, ifname: &str, lan: &str, addrs: &[&str]) {
+        if !self.hosts.contains_key(host) {
+            self.hosts.insert(host.to_string(), Netns::new("fwt-host-"));
+        }
+        let h = &self.hosts[host];
+        let sw = &self.lans[lan];
+        let tag = crate::unique("");
+        let (a, b) = (format!("h{tag}"), format!("p{tag}"));
+        let out = std::process::Command::new("ip")
+            .args([
+                "link", "add", &a, "netns", &h.name, "type", "veth", "peer", "name", &b, "netns",
+                &sw.name,
+            ])
+            .output()
+            .expect("ip link add");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        h.ip(&["link", "set", &a, "name", ifname]);
+        for addr in addrs {
+            let mut args = vec!["addr", "add", addr, "dev", ifname];
+            if addr.contains(':') {
+                args.push("nodad");
+            }
+            h.ip(&args);
+        }
+        h.ip(&["link", "set", ifname, "up"]);
+        sw.ip(&["link", "set", &b, "master", "br0"]);
+        sw.ip(&["link", "set", &b, "up"]);
+        // So REJECT replies sent with XDP_TX reach the bridge.
+        self.peers.push(crate::netns::XdpPeer::attach(sw, &b));
+    }
+
+    #[must_use]
+    pub fn host(&self, name: &str) -> &Netns {
+        &self.hosts[name]
+    }
+
+    /// `fw-user load FILE` on `host`, guarding `ifaces`.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "callers often want only the side effect"
+    )]
+    pub fn load(&self, host: &str, file: &str, ifaces: &[&str]) -> String {
+        let pin = self.bpffs.dir.join(host).display().to_string();
+        let mut args = vec!["load", file, "--pin-path", &pin, "--detach"];
+        for i in ifaces {
+            args.extend_from_slice(&["--iface", i]);
+        }
+        crate::fwcli::fw_user_ok(self.host(host), &args)
+    }
+
+    /// Write a file into the lab's scratch directory.
+    #[must_use]
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let p = self.workdir.join(name);
+        std::fs::write(&p, text).expect("write lab file");
+        p.display().to_string()
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// Path of an example policy shipped in `examples/`.
+#[must_use]
+pub fn example(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    p.canonicalize()
+        .unwrap_or_else(|e| panic!("examples/{name}: {e}"))
+        .display()
+        .to_string()
+}
