@@ -11,25 +11,29 @@ pub const DST: &str = "FW_DST";
 pub const IFACES: &str = "FW_IFACES";
 pub const CONNTRACK: &str = "FW_CONNTRACK";
 pub const COUNTERS: &str = "FW_COUNTERS";
-/// Program array for tail calls (REJECT replies).
-pub const JUMP: &str = "FW_JUMP";
+/// Program arrays for tail calls (REJECT replies). A program array belongs
+/// to one program type, so XDP and TC each have their own.
+pub const JUMP_XDP: &str = "FW_JUMP_XDP";
+pub const JUMP_TC: &str = "FW_JUMP_TC";
 
 /// Every map the loader pins, in a stable order.
-pub const ALL: [&str; 11] = [
-    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS, JUMP,
+pub const ALL: [&str; 12] = [
+    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS, JUMP_XDP,
+    JUMP_TC,
 ];
 
 pub const PROG_INGRESS: &str = "fw_ingress";
 pub const PROG_EGRESS: &str = "fw_egress";
 /// Builds the REJECT reply on ingress; reached by tail call from `fw_ingress`.
 pub const PROG_INGRESS_REJECT: &str = "fw_ingress_reject";
+/// Builds the REJECT reply on egress; reached by tail call from `fw_egress`.
+pub const PROG_EGRESS_REJECT: &str = "fw_egress_reject";
 /// Passes everything: benchmark floor, and the veth peer of tests.
 pub const PROG_PASS: &str = "fw_pass";
 
-/// Slots of `FW_JUMP`.
-pub const JUMP_INGRESS_REJECT: u32 = 0;
-pub const JUMP_EGRESS_REJECT: u32 = 1;
-pub const JUMP_ENTRIES: u32 = 2;
+/// Slots of the jump tables.
+pub const JUMP_REJECT: u32 = 0;
+pub const JUMP_ENTRIES: u32 = 1;
 
 /// Default capacity of the connection table. The map is an LRU hash, so a
 /// full table evicts the least recently used entry instead of failing.

@@ -36,7 +36,7 @@ pub fn fw_ingress(ctx: XdpContext) -> u32 {
         Verdict::Reject => {
             // SAFETY: the loader filled the slot with `fw_ingress_reject`;
             // if it is empty the call returns and the packet is dropped.
-            unsafe { maps::FW_JUMP.tail_call(&ctx, fw_common::maps::JUMP_INGRESS_REJECT) };
+            unsafe { maps::FW_JUMP_XDP.tail_call(&ctx, fw_common::maps::JUMP_REJECT) };
             xdp_action::XDP_DROP
         }
     }
@@ -70,8 +70,21 @@ pub fn fw_egress(ctx: TcContext) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     match pipeline::process(&pkt, Direction::Egress, ifindex) {
         Verdict::Pass => TC_ACT_OK,
-        Verdict::Drop | Verdict::Reject => TC_ACT_SHOT,
+        Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Reject => {
+            // SAFETY: the loader filled the slot with `fw_egress_reject`;
+            // if it is empty the call returns and the packet is dropped.
+            unsafe { maps::FW_JUMP_TC.tail_call(&ctx, fw_common::maps::JUMP_REJECT) };
+            TC_ACT_SHOT
+        }
     }
+}
+
+/// The REJECT reply on egress, tail-called by `fw_egress` with the packet
+/// parked in `FW_PENDING`.
+#[classifier]
+pub fn fw_egress_reject(ctx: TcContext) -> i32 {
+    reject::tc(&ctx)
 }
 
 /// Passes every frame. Not part of the firewall: the floor of the

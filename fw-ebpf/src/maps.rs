@@ -62,6 +62,10 @@ pub static FW_SCRATCH: PerCpuArray<RuleBitmap> = PerCpuArray::with_max_entries(1
 pub static FW_PENDING: PerCpuArray<crate::pipeline::Pending> = PerCpuArray::with_max_entries(1, 0);
 
 /// Tail-call targets: the REJECT reply builders, which need a stack of
-/// their own.
+/// their own. One table per program type (the kernel ties a program array
+/// to the type of the programs that use it).
 #[map]
-pub static FW_JUMP: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRIES, 0);
+pub static FW_JUMP_XDP: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRIES, 0);
+
+#[map]
+pub static FW_JUMP_TC: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRIES, 0);

@@ -260,8 +260,10 @@ fn established_key(h: &Headers, chain: Chain) -> CtKey {
 }
 
 /// Classify the parked packet and carry the decision out on the connection
-/// table. Reads nothing but `FW_PENDING` and the maps.
-#[inline(never)]
+/// table. Reads nothing but `FW_PENDING` and the maps, so every path
+/// reaches it in the same verifier state. (Inlined: a BPF-to-BPF call
+/// would not mix with the tail calls into the REJECT programs.)
+#[inline(always)]
 fn classify_and_apply(dir: Direction) -> Counter {
     let Some(p) = FW_PENDING.get_ptr_mut(0) else {
         return Counter::DropDefault;

@@ -9,9 +9,12 @@
 //! broadcast address, for a RST, or for an ICMP error: those are dropped.
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes},
-    programs::XdpContext,
+    bindings::{BPF_F_INGRESS, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action},
+    helpers::{
+        bpf_redirect, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    },
+    programs::{TcContext, XdpContext},
 };
 use fw_common::{
     checksum::{add_bytes, add16, add32, finish},
@@ -98,6 +101,112 @@ pub fn xdp(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// Answer a packet the host was sending (an output-chain REJECT): turn it
+/// into the reply its destination would send and hand that to the host's
+/// own stack, by redirecting it to the ingress of the device it was
+/// leaving by. The application sees "connection refused" at once.
+#[inline(always)]
+pub fn tc(ctx: &TcContext) -> i32 {
+    let Some(p) = FW_PENDING.get(0) else {
+        return TC_ACT_SHOT;
+    };
+    let with = p.reject_with;
+    let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.len() as usize);
+    let Ok(h) = parse::parse(&pkt, false) else {
+        return TC_ACT_SHOT;
+    };
+    if !may_answer(&h) {
+        return TC_ACT_SHOT;
+    }
+    let built = match concrete(with, h.proto) {
+        RejectWith::TcpReset if h.proto == ipproto::TCP => tc_tcp_reset(ctx, &pkt, &h),
+        RejectWith::TcpReset => None,
+        w => tc_icmp_error(ctx, &h, w),
+    };
+    if built.is_none() {
+        return TC_ACT_SHOT;
+    }
+    // SAFETY: reading a field of the context the kernel passed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: the helper only records where the packet goes.
+    unsafe { bpf_redirect(ifindex, u64::from(BPF_F_INGRESS)) as i32 }
+}
+
+#[inline(always)]
+fn tc_swap_macs(ctx: &TcContext) -> Option<()> {
+    let mut macs = [0u8; 12];
+    // The helper directly, with a constant length: the wrapper clamps the
+    // length to the packet, which the verifier then sees as maybe zero.
+    // SAFETY: the helper bounds-checks the packet; `macs` holds 12 bytes.
+    if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 0, macs.as_mut_ptr().cast(), 12) } != 0 {
+        return None;
+    }
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    ctx.store(0, &swapped, 0).ok()
+}
+
+#[inline(always)]
+fn tc_trim(ctx: &TcContext, len: usize) -> Option<()> {
+    // SAFETY: the helper checks the context and the length.
+    (unsafe { bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) } == 0).then_some(())
+}
+
+#[inline(always)]
+fn tc_tcp_reset(ctx: &TcContext, pkt: &Packet, h: &Headers) -> Option<()> {
+    let l3 = h.l3_off;
+    let doff = usize::from(*pkt_byte(pkt, h.l4_off + 12)? >> 4) * 4;
+    let (src, dst) = reply_addrs(h);
+    let tcp = rst_segment(h, doff, &src, &dst);
+    tc_swap_macs(ctx)?;
+    let ip_len = if h.family == family::IPV6 {
+        ctx.store(l3, &ipv6_header(20, ipproto::TCP, 64, src, dst), 0)
+            .ok()?;
+        40
+    } else {
+        ctx.store(
+            l3,
+            &ipv4_header(40, ipproto::TCP, first4(&src), first4(&dst)),
+            0,
+        )
+        .ok()?;
+        20
+    };
+    ctx.store(l3 + ip_len, &tcp, 0).ok()?;
+    tc_trim(ctx, l3 + ip_len + 20)
+}
+
+#[inline(always)]
+fn tc_icmp_error(ctx: &TcContext, h: &Headers, with: RejectWith) -> Option<()> {
+    let l2 = h.l3_off;
+    let plan = icmp_plan(h, with, ctx.len() as usize)?;
+    tc_swap_macs(ctx)?;
+    // Room between the link layer and the offending IP header: the new IP
+    // and ICMP headers go there, the old packet becomes the quote.
+    ctx.adjust_room(plan.grow as i32, BPF_ADJ_ROOM_MAC, 0)
+        .ok()?;
+    tc_trim(ctx, l2 + plan.grow + plan.quote)?;
+    let (src, dst) = reply_addrs(h);
+    let ip = icmp_ip_header(h, &plan, &src, &dst);
+    if plan.ip_hdr_len == 40 {
+        ctx.store(l2, &ip, 0).ok()?;
+    } else {
+        ctx.store(l2, &first20(&ip), 0).ok()?;
+    }
+    let icmp_off = l2 + plan.ip_hdr_len;
+    let quote_sum = add_quote(
+        |off, buf, n| {
+            // SAFETY: the helper bounds-checks the packet; `buf` holds `n`.
+            unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), off, buf, n) }
+        },
+        icmp_off + 8,
+        plan.quote,
+    )?;
+    ctx.store(icmp_off, &icmp_header(h, &plan, &src, &dst, quote_sum), 0)
+        .ok()
+}
+
 /// Swap the Ethernet addresses of the frame at `pkt`.
 #[inline(always)]
 fn swap_macs(pkt: &Packet) -> Option<()> {
@@ -165,16 +274,28 @@ fn pseudo_sum(v6: bool, src: &[u8; 16], dst: &[u8; 16], proto: u8, len: u32) -> 
     add32(sum, len)
 }
 
-/// Turn a TCP segment into the RST that refuses it (RFC 793, "reset
-/// generation"), in place, and cut the frame to the new length.
+/// Source and destination of the reply (the refused packet's, swapped),
+/// as 16-byte arrays (IPv4 in the first four).
 #[inline(always)]
-fn tcp_reset(ctx: &XdpContext, pkt: &Packet, h: &Headers) -> Option<()> {
-    let l3 = h.l3_off;
-    let l4 = h.l4_off;
-    let doff = usize::from(*pkt_byte(pkt, l4 + 12)? >> 4) * 4;
-    let v6 = h.family == family::IPV6;
+fn reply_addrs(h: &Headers) -> ([u8; 16], [u8; 16]) {
+    if h.family == family::IPV6 {
+        (v6_bytes(&h.dst), v6_bytes(&h.src))
+    } else {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s[..4].copy_from_slice(&v4_bytes(h.dst[0]));
+        d[..4].copy_from_slice(&v4_bytes(h.src[0]));
+        (s, d)
+    }
+}
+
+/// The RST that refuses the TCP segment `h` (RFC 793, "reset
+/// generation"), checksummed for the reply addresses. `doff` is the
+/// segment's header length.
+#[inline(always)]
+fn rst_segment(h: &Headers, doff: usize, src: &[u8; 16], dst: &[u8; 16]) -> [u8; 20] {
     // Sequence space the segment used: payload plus SYN and FIN.
-    let payload = h.ip_len.saturating_sub(l4 - l3 + doff);
+    let payload = h.ip_len.saturating_sub(h.l4_off - h.l3_off + doff);
     let mut seg_len = payload as u32;
     if h.tcp_flags & tcp_flags::SYN != 0 {
         seg_len += 1;
@@ -198,26 +319,26 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet, h: &Headers) -> Option<()> {
     tcp[8..12].copy_from_slice(&ack.to_be_bytes());
     tcp[12] = 5 << 4;
     tcp[13] = flags;
-    let (src, dst) = if v6 {
-        (v6_bytes(&h.dst), v6_bytes(&h.src))
-    } else {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s[..4].copy_from_slice(&v4_bytes(h.dst[0]));
-        d[..4].copy_from_slice(&v4_bytes(h.src[0]));
-        (s, d)
-    };
-    let sum = finish(add_bytes(
-        pseudo_sum(v6, &src, &dst, ipproto::TCP, 20),
-        &tcp,
-    ));
+    let v6 = h.family == family::IPV6;
+    let sum = finish(add_bytes(pseudo_sum(v6, src, dst, ipproto::TCP, 20), &tcp));
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    tcp
+}
 
+/// Turn a TCP segment into the RST that refuses it, in place, and cut the
+/// frame to the new length.
+#[inline(always)]
+fn tcp_reset(ctx: &XdpContext, pkt: &Packet, h: &Headers) -> Option<()> {
+    let l3 = h.l3_off;
+    let doff = usize::from(*pkt_byte(pkt, h.l4_off + 12)? >> 4) * 4;
+    let v6 = h.family == family::IPV6;
+    let (src, dst) = reply_addrs(h);
+    let tcp = rst_segment(h, doff, &src, &dst);
     swap_macs(pkt)?;
     let ip_len = if v6 {
         let ip = pkt.ptr_at_checked::<[u8; 40]>(l3)?;
         let t = pkt.ptr_at_checked::<[u8; 20]>(l3 + 40)?;
-        // SAFETY: bounds-checked by ptr_at_mut.
+        // SAFETY: bounds-checked by ptr_at_checked.
         unsafe {
             *ip = ipv6_header(20, ipproto::TCP, 64, src, dst);
             *t = tcp;
@@ -226,18 +347,18 @@ fn tcp_reset(ctx: &XdpContext, pkt: &Packet, h: &Headers) -> Option<()> {
     } else {
         let ip = pkt.ptr_at_checked::<[u8; 20]>(l3)?;
         let t = pkt.ptr_at_checked::<[u8; 20]>(l3 + 20)?;
-        let mut s4 = [0u8; 4];
-        let mut d4 = [0u8; 4];
-        s4.copy_from_slice(&src[..4]);
-        d4.copy_from_slice(&dst[..4]);
-        // SAFETY: bounds-checked by ptr_at_mut.
+        // SAFETY: bounds-checked by ptr_at_checked.
         unsafe {
-            *ip = ipv4_header(40, ipproto::TCP, s4, d4);
+            *ip = ipv4_header(40, ipproto::TCP, first4(&src), first4(&dst));
             *t = tcp;
         }
         40
     };
     trim(ctx, l3 + ip_len)
+}
+
+fn first4(a: &[u8; 16]) -> [u8; 4] {
+    [a[0], a[1], a[2], a[3]]
 }
 
 #[inline(always)]
@@ -283,39 +404,105 @@ fn icmp_kind(v6: bool, with: RejectWith, pointer: u32) -> (u8, u8, u32) {
     }
 }
 
-/// Grow the frame in front of the offending IP packet by a new IP header
-/// and an ICMP header, so the old packet becomes the quote; cut the quote
-/// to its allowed length and checksum the message.
+/// How an ICMP error for `h` is laid out: bytes inserted before the
+/// offending packet (new IP header + ICMP header), and bytes of it quoted.
+struct IcmpPlan {
+    ip_hdr_len: usize,
+    grow: usize,
+    quote: usize,
+    ty: u8,
+    code: u8,
+    rest: u32,
+}
+
 #[inline(always)]
-fn icmp_error(ctx: &XdpContext, h: &Headers, with: RejectWith) -> Option<()> {
+fn icmp_plan(h: &Headers, with: RejectWith, frame_len: usize) -> Option<IcmpPlan> {
     let v6 = h.family == family::IPV6;
     let l2 = h.l3_off;
     if l2 > MAX_L2 {
         return None;
     }
-    let l4 = h.l4_off;
-    let ip_len = h.ip_len;
-    let nh = h.nh_off;
     let ip_hdr_len = if v6 { 40 } else { 20 };
     let grow = ip_hdr_len + 8;
-    let frame_len = ctx.data_end() - ctx.data();
     let available = frame_len.saturating_sub(l2);
     let quote = if v6 {
-        let want = if ip_len == 0 { available } else { ip_len };
+        let want = if h.ip_len == 0 { available } else { h.ip_len };
         min(min(want, available), IPV6_MIN_MTU - grow)
     } else {
         // The offending IP header and the first 8 bytes of its payload.
-        let want = l4.saturating_sub(l2) + 8;
-        min(min(want, ip_len), available)
+        let want = h.l4_off.saturating_sub(l2) + 8;
+        min(min(want, h.ip_len), available)
     };
-    let pointer = nh.saturating_sub(l2) as u32;
+    let pointer = h.nh_off.saturating_sub(l2) as u32;
+    let (ty, code, rest) = icmp_kind(v6, with, pointer);
+    Some(IcmpPlan {
+        ip_hdr_len,
+        grow,
+        quote,
+        ty,
+        code,
+        rest,
+    })
+}
 
+/// The new IP header of the error (in the first `plan.ip_hdr_len` bytes).
+#[inline(always)]
+fn icmp_ip_header(h: &Headers, plan: &IcmpPlan, src: &[u8; 16], dst: &[u8; 16]) -> [u8; 40] {
+    let msg_len = 8 + plan.quote;
+    if h.family == family::IPV6 {
+        ipv6_header(msg_len as u16, ipproto::ICMPV6, 64, *src, *dst)
+    } else {
+        let mut out = [0u8; 40];
+        out[..20].copy_from_slice(&ipv4_header(
+            (20 + msg_len) as u16,
+            ipproto::ICMP,
+            first4(src),
+            first4(dst),
+        ));
+        out
+    }
+}
+
+/// The ICMP header, checksummed over the header and `quote_sum` (the sum
+/// of the quoted bytes).
+#[inline(always)]
+fn icmp_header(
+    h: &Headers,
+    plan: &IcmpPlan,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    quote_sum: u32,
+) -> [u8; 8] {
+    let v6 = h.family == family::IPV6;
+    let mut icmp = [0u8; 8];
+    icmp[0] = plan.ty;
+    icmp[1] = plan.code;
+    icmp[4..8].copy_from_slice(&plan.rest.to_be_bytes());
+    let msg_len = (8 + plan.quote) as u32;
+    let mut sum = if v6 {
+        pseudo_sum(true, src, dst, ipproto::ICMPV6, msg_len)
+    } else {
+        0
+    };
+    sum = add_bytes(sum, &icmp) + quote_sum;
+    icmp[2..4].copy_from_slice(&finish(sum).to_be_bytes());
+    icmp
+}
+
+/// Grow the frame in front of the offending IP packet by a new IP header
+/// and an ICMP header, so the old packet becomes the quote; cut the quote
+/// to its allowed length and checksum the message.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, h: &Headers, with: RejectWith) -> Option<()> {
+    let l2 = h.l3_off;
+    let frame_len = ctx.data_end() - ctx.data();
+    let plan = icmp_plan(h, with, frame_len)?;
     // Keep the link-layer header (with VLAN tags), addresses swapped.
     let l2_hdr = {
         let pkt = Packet::new(ctx.data(), ctx.data_end(), frame_len);
         let src = pkt.ptr_at_checked::<[u8; MAX_L2]>(0)?;
-        // SAFETY: bounds-checked by ptr_at (every frame here holds an IP
-        // header after its link layer, so 22 bytes are there).
+        // SAFETY: bounds-checked (every frame here holds an IP header after
+        // its link layer, so 22 bytes are there).
         let mut hdr = unsafe { *src };
         let old = hdr;
         hdr[..6].copy_from_slice(&old[6..12]);
@@ -324,60 +511,45 @@ fn icmp_error(ctx: &XdpContext, h: &Headers, with: RejectWith) -> Option<()> {
     };
     // SAFETY: the helper checks the context and the delta; it invalidates
     // every packet pointer, so the frame is re-read below.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(plan.grow as i32)) } != 0 {
         return None;
     }
-    trim(ctx, l2 + grow + quote)?;
+    trim(ctx, l2 + plan.grow + plan.quote)?;
     let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
-    // The link layer goes back to the front; the quote starts at l2 + grow.
+    let (src, dst) = reply_addrs(h);
     let head = pkt.ptr_at_checked::<[u8; MAX_L2]>(0)?;
-    let (src, dst) = if v6 {
-        (v6_bytes(&h.dst), v6_bytes(&h.src))
+    // SAFETY: bounds-checked; only the first `l2` bytes are the link layer,
+    // the rest is overwritten by the IP header next.
+    unsafe { *head = l2_hdr };
+    let ip = icmp_ip_header(h, &plan, &src, &dst);
+    if plan.ip_hdr_len == 40 {
+        let at = pkt.ptr_at_checked::<[u8; 40]>(l2)?;
+        // SAFETY: bounds-checked by ptr_at_checked.
+        unsafe { *at = ip };
     } else {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s[..4].copy_from_slice(&v4_bytes(h.dst[0]));
-        d[..4].copy_from_slice(&v4_bytes(h.src[0]));
-        (s, d)
-    };
-    let (ty, code, rest) = icmp_kind(v6, with, pointer);
-    let msg_len = 8 + quote;
-    // SAFETY: bounds-checked by ptr_at_mut; only the first `l2` bytes are
-    // the link layer, the rest is overwritten by the IP header next.
-    unsafe {
-        *head = l2_hdr;
+        let at = pkt.ptr_at_checked::<[u8; 20]>(l2)?;
+        // SAFETY: bounds-checked by ptr_at_checked.
+        unsafe { *at = first20(&ip) };
     }
-    let proto = if v6 { ipproto::ICMPV6 } else { ipproto::ICMP };
-    if v6 {
-        let ip = pkt.ptr_at_checked::<[u8; 40]>(l2)?;
-        // SAFETY: bounds-checked by ptr_at_mut.
-        unsafe { *ip = ipv6_header(msg_len as u16, proto, 64, src, dst) };
-    } else {
-        let ip = pkt.ptr_at_checked::<[u8; 20]>(l2)?;
-        let mut s4 = [0u8; 4];
-        let mut d4 = [0u8; 4];
-        s4.copy_from_slice(&src[..4]);
-        d4.copy_from_slice(&dst[..4]);
-        // SAFETY: bounds-checked by ptr_at_mut.
-        unsafe { *ip = ipv4_header((20 + msg_len) as u16, proto, s4, d4) };
-    }
-    let icmp_off = l2 + ip_hdr_len;
-    let mut icmp = [0u8; 8];
-    icmp[0] = ty;
-    icmp[1] = code;
-    icmp[4..8].copy_from_slice(&rest.to_be_bytes());
-    let mut sum = if v6 {
-        pseudo_sum(true, &src, &dst, proto, msg_len as u32)
-    } else {
-        0
-    };
-    sum = add_bytes(sum, &icmp);
-    sum = add_quote(ctx, icmp_off + 8, quote, sum)?;
-    icmp[2..4].copy_from_slice(&finish(sum).to_be_bytes());
+    let icmp_off = l2 + plan.ip_hdr_len;
+    let quote_sum = add_quote(
+        |off, buf, n| {
+            // SAFETY: the helper bounds-checks the frame; `buf` holds `n` bytes.
+            unsafe { bpf_xdp_load_bytes(ctx.ctx, off, buf, n) }
+        },
+        icmp_off + 8,
+        plan.quote,
+    )?;
     let hdr = pkt.ptr_at_checked::<[u8; 8]>(icmp_off)?;
-    // SAFETY: bounds-checked by ptr_at_mut.
-    unsafe { *hdr = icmp };
+    // SAFETY: bounds-checked by ptr_at_checked.
+    unsafe { *hdr = icmp_header(h, &plan, &src, &dst, quote_sum) };
     Some(())
+}
+
+fn first20(a: &[u8; 40]) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&a[..20]);
+    out
 }
 
 /// Bytes summed per step of `add_quote`.
@@ -385,11 +557,16 @@ const CHUNK: usize = 64;
 /// Steps for the longest quote (1232 bytes).
 const MAX_CHUNKS: usize = (IPV6_MIN_MTU - 48).div_ceil(CHUNK);
 
-/// Add `len` bytes of the frame from `off` to `sum`. The bytes are copied
-/// out in even-sized chunks (so words stay aligned) into a zeroed buffer:
-/// a short last chunk is padded with zeros, which do not change the sum.
+/// Sum `len` bytes of the frame from `off`, copied out with `load`
+/// (`bpf_xdp_load_bytes` or `bpf_skb_load_bytes`) in even-sized chunks into
+/// a zeroed buffer: a short last chunk sums as if padded with zeros.
 #[inline(always)]
-fn add_quote(ctx: &XdpContext, off: usize, len: usize, mut sum: u32) -> Option<u32> {
+fn add_quote(
+    load: impl Fn(u32, *mut core::ffi::c_void, u32) -> i64,
+    off: usize,
+    len: usize,
+) -> Option<u32> {
+    let mut sum = 0u32;
     for c in 0..MAX_CHUNKS {
         let at = c * CHUNK;
         if at >= len {
@@ -403,22 +580,12 @@ fn add_quote(ctx: &XdpContext, off: usize, len: usize, mut sum: u32) -> Option<u
         if n == 0 || n > CHUNK {
             break;
         }
-        // The classifier's per-CPU scratch bitmap is free by now; it holds
-        // the chunk, zeroed first so a short chunk sums as if padded.
+        // The classifier's per-CPU scratch bitmap is free by now.
         let buf = FW_SCRATCH.get_ptr_mut(0)?;
-        // SAFETY: per-CPU map slot; `words` is 128 bytes, CHUNK of it used.
+        // SAFETY: per-CPU map slot of 128 bytes; CHUNK of it used.
         let bytes = unsafe { &mut *buf.cast::<[u8; CHUNK]>() };
         *bytes = [0; CHUNK];
-        // SAFETY: the helper bounds-checks the frame; `bytes` holds `n`.
-        let r = unsafe {
-            bpf_xdp_load_bytes(
-                ctx.ctx,
-                (off + at) as u32,
-                bytes.as_mut_ptr().cast(),
-                n as u32,
-            )
-        };
-        if r != 0 {
+        if load((off + at) as u32, bytes.as_mut_ptr().cast(), n as u32) != 0 {
             return None;
         }
         sum = add_bytes(sum, bytes);

@@ -32,6 +32,7 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 pub struct Datapath {
     ebpf: Ebpf,
@@ -55,27 +56,9 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .expect("load kernel object");
-        for name in [maps::PROG_INGRESS, maps::PROG_INGRESS_REJECT] {
-            let xdp: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            xdp.load()
-                .unwrap_or_else(|e| panic!("the verifier rejects `{name}`: {e}"));
-        }
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(maps::PROG_EGRESS)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        tc.load()
-            .unwrap_or_else(|e| panic!("the verifier rejects `fw_egress`: {e}"));
+        fw_user::backend::xdp::load_programs(&mut ebpf).unwrap_or_else(|e| panic!("{e}"));
         let mut maps = FwMaps::take_from(&mut ebpf).expect("maps");
-        let reject: &Xdp = ebpf
-            .program(maps::PROG_INGRESS_REJECT)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        maps.jump
-            .set(maps::JUMP_INGRESS_REJECT, reject.fd().unwrap(), 0)
-            .expect("fill FW_JUMP");
+        fw_user::backend::xdp::fill_jump_table(&mut ebpf, &mut maps).expect("fill FW_JUMP");
         let mut dp = Self { ebpf, maps };
         dp.install(policy_toml);
         dp
@@ -153,10 +136,15 @@ impl Datapath {
         );
         let pass = match (dir, ret) {
             (Direction::Ingress, XDP_PASS) | (Direction::Egress, TC_ACT_OK) => true,
-            (Direction::Ingress, XDP_DROP | XDP_TX) | (Direction::Egress, TC_ACT_SHOT) => false,
+            (Direction::Ingress, XDP_DROP | XDP_TX)
+            | (Direction::Egress, TC_ACT_SHOT | TC_ACT_REDIRECT) => false,
             (d, r) => panic!("unexpected return code {r} from the {d:?} program"),
         };
-        let reply = (ret == XDP_TX).then(|| out[..result.data_size_out as usize].to_vec());
+        let replied = match dir {
+            Direction::Ingress => ret == XDP_TX,
+            Direction::Egress => ret == TC_ACT_REDIRECT,
+        };
+        let reply = replied.then(|| out[..result.data_size_out as usize].to_vec());
         let outcome = Outcome {
             pass,
             counter: moved[0],

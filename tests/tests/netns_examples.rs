@@ -3,7 +3,7 @@
 //! namespaces.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -255,6 +255,48 @@ fn web_server_rejecting_instead_of_dropping_refuses_fast() {
         !ping(&pair.client, IpAddr::V4(SERVER4)),
         "ping gets an ICMP error, not a reply"
     );
-    let _ = client_addr(false, 0);
-    let _ = Ipv4Addr::LOCALHOST;
+}
+
+#[test]
+fn locked_down_webapp_only_dns_leaves() {
+    if lacks_privileges() {
+        return;
+    }
+    let pair = Pair::new();
+    let _web = EchoServer::start(&pair.server, 443);
+    let _dns = EchoServer::start(&pair.client, 53);
+    let _other = EchoServer::start(&pair.client, 8_080);
+    pair.load_file(&example("locked-down-webapp.toml"));
+    assert_eq!(
+        tcp_probe(&pair.client, server_addr(false, 443), WAIT),
+        Connect::Echoed,
+        "replies leave"
+    );
+    assert!(
+        udp_probe(&pair.server, client_addr(false, 53), WAIT),
+        "dns out"
+    );
+    assert_eq!(
+        tcp_probe(&pair.server, client_addr(false, 53), WAIT),
+        Connect::Echoed,
+        "dns over tcp out"
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        tcp_probe(&pair.server, client_addr(false, 8_080), WAIT),
+        Connect::Refused,
+        "refused at once"
+    );
+    assert_eq!(
+        tcp_probe(&pair.server, client_addr(true, 8_080), WAIT),
+        Connect::Refused
+    );
+    assert_eq!(
+        udp_exchange(&pair.server, client_addr(false, 8_080), WAIT),
+        Datagram::Refused
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no timeouts: the host's own stack was told"
+    );
 }

@@ -451,3 +451,69 @@ fn some_packets_are_never_answered() {
         assert!(out.reply.is_none(), "{what} must not be answered");
     }
 }
+
+#[test]
+fn output_reject_answers_the_local_stack() {
+    if lacks_privileges() {
+        return;
+    }
+    let mut dp = Datapath::with_policy("[defaults]\noutput = \"reject\"\n");
+    // The host opens a connection: the reply is a RST "from" the peer,
+    // redirected into the host's own ingress.
+    let syn = frame(
+        false,
+        Way::Out,
+        Vlan::None,
+        L4::Tcp {
+            sport: 40_000,
+            dport: 25,
+            flags: SYN,
+        },
+    );
+    let out = dp.egress(&syn);
+    assert_eq!(out.counter, Counter::RejectDefault);
+    let r = out.reply.expect("a reply for the local stack");
+    assert_eq!(&r[0..6], &SERVER_MAC, "addressed to the host");
+    assert_eq!(&r[6..12], &CLIENT_MAC);
+    let (proto, tcp) = check_ipv4(&r, 14, CLIENT4, SERVER4);
+    assert_eq!(proto, 6);
+    let t = &r[tcp];
+    assert_eq!((be16(t, 0), be16(t, 2)), (25, 40_000));
+    assert_eq!(t[13], RST | ACK);
+    assert_eq!(be32(t, 8), 1008);
+    assert_eq!(csum(&[&pseudo4(CLIENT4, SERVER4, 6, 20), t]), 0);
+
+    let udp6 = frame(
+        true,
+        Way::Out,
+        Vlan::None,
+        L4::Udp {
+            sport: 40_000,
+            dport: 123,
+        },
+    );
+    let r = dp.egress(&udp6).reply.expect("a reply for the local stack");
+    let (next, icmp) = check_ipv6(&r, 14, CLIENT6, SERVER6);
+    assert_eq!(next, 58);
+    let m = &r[icmp];
+    assert_eq!((m[0], m[1]), (1, 4));
+    assert_eq!(&m[8..], &udp6[14..]);
+    assert_eq!(csum(&[&pseudo6(CLIENT6, SERVER6, 58, m.len()), m]), 0);
+
+    let udp4 = frame(
+        false,
+        Way::Out,
+        Vlan::None,
+        L4::Udp {
+            sport: 40_000,
+            dport: 123,
+        },
+    );
+    let r = dp.egress(&udp4).reply.expect("a reply for the local stack");
+    let (proto, icmp) = check_ipv4(&r, 14, CLIENT4, SERVER4);
+    assert_eq!(proto, 1);
+    let m = &r[icmp];
+    assert_eq!((m[0], m[1]), (3, 3));
+    assert_eq!(&m[8..], &udp4[14..14 + 28]);
+    assert_eq!(csum(&[m]), 0);
+}

@@ -40,7 +40,8 @@ pub struct FwMaps {
     pub ifaces: HashMap<MapData, IfaceKey, u32>,
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub counters: PerCpuArray<MapData, CounterValue>,
-    pub jump: ProgramArray<MapData>,
+    pub jump_xdp: ProgramArray<MapData>,
+    pub jump_tc: ProgramArray<MapData>,
 }
 
 fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(map: Map, name: &str) -> Result<T> {
@@ -73,7 +74,8 @@ impl FwMaps {
             ifaces: typed(take(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(take(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(take(maps::COUNTERS)?, maps::COUNTERS)?,
-            jump: typed(take(maps::JUMP)?, maps::JUMP)?,
+            jump_xdp: typed(take(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
+            jump_tc: typed(take(maps::JUMP_TC)?, maps::JUMP_TC)?,
         })
     }
 
@@ -103,7 +105,8 @@ impl FwMaps {
             ifaces: typed(open(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(open(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(open(maps::COUNTERS)?, maps::COUNTERS)?,
-            jump: typed(open(maps::JUMP)?, maps::JUMP)?,
+            jump_xdp: typed(open(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
+            jump_tc: typed(open(maps::JUMP_TC)?, maps::JUMP_TC)?,
         })
     }
 

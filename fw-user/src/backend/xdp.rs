@@ -110,31 +110,19 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
         }
         _ => Error::bpf("cannot load the kernel programs", e),
     })?;
+    load_programs(&mut ebpf)?;
     for name in [maps::PROG_INGRESS, maps::PROG_INGRESS_REJECT] {
         let xdp: &mut Xdp = program(&mut ebpf, name)?;
-        xdp.load()
-            .map_err(|e| Error::bpf(format!("the kernel rejected the XDP program `{name}`"), e))?;
         xdp.pin(layout.prog(name))
             .map_err(pin_err(format!("cannot pin the XDP program `{name}`")))?;
     }
-    {
-        let tc: &mut SchedClassifier = program(&mut ebpf, maps::PROG_EGRESS)?;
-        tc.load()
-            .map_err(|e| Error::bpf("the kernel rejected the TC program", e))?;
-        tc.pin(layout.prog(maps::PROG_EGRESS))
-            .map_err(pin_err("cannot pin the TC program".into()))?;
+    for name in [maps::PROG_EGRESS, maps::PROG_EGRESS_REJECT] {
+        let tc: &mut SchedClassifier = program(&mut ebpf, name)?;
+        tc.pin(layout.prog(name))
+            .map_err(pin_err(format!("cannot pin the TC program `{name}`")))?;
     }
     let mut fw_maps = FwMaps::take_from(&mut ebpf)?;
-    {
-        let reject: &mut Xdp = program(&mut ebpf, maps::PROG_INGRESS_REJECT)?;
-        let fd = reject
-            .fd()
-            .map_err(|e| Error::bpf("the REJECT program has no descriptor", e))?;
-        fw_maps
-            .jump
-            .set(maps::JUMP_INGRESS_REJECT, fd, 0)
-            .map_err(|e| Error::bpf("cannot fill `FW_JUMP`", e))?;
-    }
+    fill_jump_table(&mut ebpf, &mut fw_maps)?;
     let generation = fw_maps.install(compiled)?;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
         super::maps::monotonic_now_ns(),
@@ -147,6 +135,49 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
         detached: Vec::new(),
         adopted_connections,
     })
+}
+
+/// Load (verify) the firewall's programs of `ebpf` into the kernel.
+///
+/// # Errors
+/// The verifier rejected a program; the error carries its log.
+pub fn load_programs(ebpf: &mut aya::Ebpf) -> Result<()> {
+    for name in [maps::PROG_INGRESS, maps::PROG_INGRESS_REJECT] {
+        let xdp: &mut Xdp = program(ebpf, name)?;
+        xdp.load()
+            .map_err(|e| Error::bpf(format!("the kernel rejected the XDP program `{name}`"), e))?;
+    }
+    for name in [maps::PROG_EGRESS, maps::PROG_EGRESS_REJECT] {
+        let tc: &mut SchedClassifier = program(ebpf, name)?;
+        tc.load()
+            .map_err(|e| Error::bpf(format!("the kernel rejected the TC program `{name}`"), e))?;
+    }
+    Ok(())
+}
+
+/// Point the tail-call slots at the REJECT reply programs.
+///
+/// # Errors
+/// A program is not loaded, or the map write failed.
+pub fn fill_jump_table(ebpf: &mut aya::Ebpf, fw_maps: &mut FwMaps) -> Result<()> {
+    let fail = |e| Error::bpf("cannot fill the jump tables", e);
+    let xdp: &mut Xdp = program(ebpf, maps::PROG_INGRESS_REJECT)?;
+    let fd = xdp
+        .fd()
+        .map_err(|e| Error::bpf("the REJECT program has no descriptor", e))?;
+    fw_maps
+        .jump_xdp
+        .set(maps::JUMP_REJECT, fd, 0)
+        .map_err(fail)?;
+    let tc: &mut SchedClassifier = program(ebpf, maps::PROG_EGRESS_REJECT)?;
+    let fd = tc
+        .fd()
+        .map_err(|e| Error::bpf("the REJECT program has no descriptor", e))?;
+    fw_maps
+        .jump_tc
+        .set(maps::JUMP_REJECT, fd, 0)
+        .map_err(fail)?;
+    Ok(())
 }
 
 fn program<'a, T>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut T>
