@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray, ProgramArray,
+        lpm_trie::Key,
+    },
 };
 use fw_common::{
     Direction,
@@ -159,26 +162,22 @@ impl FwMaps {
         self.clear_generation(target)?;
         for chain in Chain::ALL {
             let t = &compiled.chains[chain as usize];
-            for (i, meta) in t.rules.iter().enumerate() {
-                let i = u32::try_from(i).unwrap_or(u32::MAX);
-                self.rules
-                    .set(rule_index(target, chain, i), meta, 0)
-                    .map_err(|e| Error::bpf("cannot write `FW_RULES`", e))?;
-            }
-            for (c, bitmap) in t.classes.iter().enumerate() {
-                let c = u32::try_from(c).unwrap_or(u32::MAX);
-                self.classes
-                    .set(class_index(target, chain, c), bitmap, 0)
-                    .map_err(|e| Error::bpf("cannot write `FW_CLASSES`", e))?;
-            }
-            for (e, lanes) in t.table.chunks_exact(4).enumerate() {
-                let slot = u32::try_from(e * 4).unwrap_or(u32::MAX);
-                let (index, _) = table_slot(target, chain, slot);
-                let value = [lanes[0], lanes[1], lanes[2], lanes[3]];
-                self.tables
-                    .set(index, value, 0)
-                    .map_err(|e| Error::bpf("cannot write `FW_TABLES`", e))?;
-            }
+            // Arrays go in with batch updates, one syscall per few thousand
+            // elements.
+            let rules_at = rule_index(target, chain, 0);
+            super::batch::update_array(self.rules.map(), rules_at, &t.rules)
+                .map_err(|e| Error::io("cannot write `FW_RULES`", e))?;
+            let classes_at = class_index(target, chain, 0);
+            super::batch::update_array(self.classes.map(), classes_at, &t.classes)
+                .map_err(|e| Error::io("cannot write `FW_CLASSES`", e))?;
+            let lanes: Vec<[u16; 4]> = t
+                .table
+                .chunks_exact(4)
+                .map(|l| [l[0], l[1], l[2], l[3]])
+                .collect();
+            let (tables_at, _) = table_slot(target, chain, 0);
+            super::batch::update_array(self.tables.map(), tables_at, &lanes)
+                .map_err(|e| Error::io("cannot write `FW_TABLES`", e))?;
             for (trie, entries, name) in [
                 (&mut self.src, &t.src, "FW_SRC"),
                 (&mut self.dst, &t.dst, "FW_DST"),

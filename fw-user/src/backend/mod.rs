@@ -1,6 +1,7 @@
 //! Ways of putting a policy into the kernel. `xdp` is the eBPF datapath
 //! (XDP ingress, TC egress); `maps` is its typed view of the pinned maps.
 
+mod batch;
 pub mod maps;
 pub mod xdp;
 
