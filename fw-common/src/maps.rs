@@ -11,15 +11,17 @@ pub const DST: &str = "FW_DST";
 pub const IFACES: &str = "FW_IFACES";
 pub const CONNTRACK: &str = "FW_CONNTRACK";
 pub const COUNTERS: &str = "FW_COUNTERS";
+/// Token buckets of rules with `limit`.
+pub const LIMITS: &str = "FW_LIMITS";
 /// Program arrays for tail calls (REJECT replies). A program array belongs
 /// to one program type, so XDP and TC each have their own.
 pub const JUMP_XDP: &str = "FW_JUMP_XDP";
 pub const JUMP_TC: &str = "FW_JUMP_TC";
 
 /// Every map the loader pins, in a stable order.
-pub const ALL: [&str; 12] = [
-    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS, JUMP_XDP,
-    JUMP_TC,
+pub const ALL: [&str; 13] = [
+    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS, LIMITS,
+    JUMP_XDP, JUMP_TC,
 ];
 
 pub const PROG_INGRESS: &str = "fw_ingress";

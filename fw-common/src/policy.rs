@@ -176,8 +176,41 @@ pub struct RuleMeta {
     pub _pad: u8,
     /// Stable identity of the rule across reloads (for counters).
     pub id: u32,
+    /// `limit`: one match per this many nanoseconds on average (0: no
+    /// limit), with up to `limit_cap_ns / limit_interval_ns` (the burst)
+    /// matches at once. The loader multiplies, so the datapath never has to
+    /// (BPF has no 128-bit multiply to check the product with).
+    pub limit_interval_ns: u64,
+    pub limit_cap_ns: u64,
 }
-const _: () = assert!(size_of::<RuleMeta>() == 8);
+const _: () = assert!(size_of::<RuleMeta>() == 24);
+
+/// State of a rule's `limit` token bucket, one per rule slot in
+/// `FW_LIMITS`. Credit is kept as time: a match costs one interval.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub credit_ns: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<Bucket>() == 16);
+
+/// May the rule match once more at `now_ns` (iptables' `-m limit`)? Takes
+/// the credit if so. `cap_ns` is the interval times the burst. A fresh
+/// bucket (all zero) starts full.
+#[must_use]
+pub const fn bucket_take(b: &mut Bucket, now_ns: u64, interval_ns: u64, cap_ns: u64) -> bool {
+    let elapsed = now_ns.saturating_sub(b.last_ns);
+    let credit = b.credit_ns.saturating_add(elapsed);
+    b.credit_ns = if credit > cap_ns { cap_ns } else { credit };
+    b.last_ns = now_ns;
+    if b.credit_ns >= interval_ns {
+        b.credit_ns -= interval_ns;
+        true
+    } else {
+        false
+    }
+}
 
 /// The rule asks for its matches to be logged.
 pub const RULE_FLAG_LOG: u8 = 1;
@@ -324,7 +357,42 @@ pub const IFACE_MAX_ENTRIES: u32 = 4096;
 mod pod {
     unsafe impl aya::Pod for super::RuleBitmap {}
     unsafe impl aya::Pod for super::RuleMeta {}
+    unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::PolicyHeader {}
     unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::IfaceKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn bucket_allows_the_burst_then_the_rate() {
+        // 2/second with burst 3.
+        let (interval, cap) = (SEC / 2, 3 * SEC / 2);
+        let mut b = Bucket::default();
+        let now = 100 * SEC;
+        let taken = (0..10)
+            .filter(|_| bucket_take(&mut b, now, interval, cap))
+            .count();
+        assert_eq!(taken, 3, "a fresh bucket holds the burst");
+        assert!(
+            !bucket_take(&mut b, now + SEC / 4, interval, cap),
+            "a quarter second buys nothing"
+        );
+        assert!(
+            bucket_take(&mut b, now + SEC / 2, interval, cap),
+            "half a second buys one"
+        );
+        assert!(!bucket_take(&mut b, now + SEC / 2, interval, cap));
+        // A long pause refills to the burst, not beyond.
+        let later = now + 60 * SEC;
+        let taken = (0..10)
+            .filter(|_| bucket_take(&mut b, later, interval, cap))
+            .count();
+        assert_eq!(taken, 3);
+    }
 }

@@ -12,8 +12,8 @@ use fw_common::{
     counters::{Counter, CounterValue},
     maps::{CONNTRACK_MAX_ENTRIES, JUMP_ENTRIES},
     policy::{
-        ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES, IfaceKey,
-        PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
+        ADDR_TRIE_MAX_ENTRIES, AddrKey, Bucket, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES,
+        IfaceKey, PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
     },
 };
 
@@ -69,3 +69,9 @@ pub static FW_JUMP_XDP: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRI
 
 #[map]
 pub static FW_JUMP_TC: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRIES, 0);
+
+/// Token buckets of rules with `limit`, one per rule slot. Shared by all
+/// CPUs: concurrent updates may race, so the limit is approximate under
+/// load on several CPUs at once.
+#[map]
+pub static FW_LIMITS: Array<Bucket> = Array::with_max_entries(RULE_ENTRIES, 0);

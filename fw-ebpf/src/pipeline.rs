@@ -270,7 +270,7 @@ fn classify_and_apply(dir: Direction) -> Counter {
     };
     // SAFETY: per-CPU slot from a map lookup, used only by this program run.
     let p = unsafe { &mut *p };
-    let d = policy::classify(p.generation, &p.query);
+    let d = policy::classify(p.generation, &p.query, p.now);
     p.reject_with = d.reject_with;
     let by_rule = d.rule != 0;
     match d.action {

@@ -13,8 +13,11 @@ use fw_common::{
     },
 };
 
+use fw_common::policy::bucket_take;
+
 use crate::maps::{
-    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_POLICY, FW_RULES, FW_SCRATCH, FW_SRC, FW_TABLES,
+    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES, FW_SCRATCH, FW_SRC,
+    FW_TABLES,
 };
 
 /// The policy generation in force and the clock, read once per packet so a
@@ -72,7 +75,7 @@ const MAX_MATCH_STEPS: usize = 8;
 
 /// Classify `q` against generation `generation` of the policy.
 #[inline(always)]
-pub fn classify(generation: u32, q: &Query) -> Decision {
+pub fn classify(generation: u32, q: &Query, now: u64) -> Decision {
     let Some(header) = FW_POLICY.get(generation & 1) else {
         return Decision {
             action: Action::Drop,
@@ -102,6 +105,7 @@ pub fn classify(generation: u32, q: &Query) -> Decision {
         chain,
         q,
         u32::from(chain_header.iface_default_class),
+        now,
     ) {
         Some(d) => d,
         None => default,
@@ -148,7 +152,7 @@ fn bitmap(generation: u32, chain: Chain, class: u32) -> Option<&'static RuleBitm
 }
 
 #[inline(always)]
-fn first_match(g: u32, c: Chain, q: &Query, iface_default: u32) -> Option<Decision> {
+fn first_match(g: u32, c: Chain, q: &Query, iface_default: u32, now: u64) -> Option<Decision> {
     let icmp_table = if q.family == family::IPV4 {
         table::ICMP4_TYPE
     } else {
@@ -204,21 +208,39 @@ fn first_match(g: u32, c: Chain, q: &Query, iface_default: u32) -> Option<Decisi
     }
     for _ in 0..MAX_MATCH_STEPS {
         let rule = lowest_bit(acc)?;
-        let meta = FW_RULES.get(rule_index(g, c, rule))?;
+        let slot = rule_index(g, c, rule);
+        let meta = FW_RULES.get(slot)?;
         let action = Action::from_u8(meta.action);
-        if action != Action::Log {
+        // A rule over its `limit` does not match: on to the next one.
+        let within_limit = meta.limit_interval_ns == 0 || take_token(slot, meta, now);
+        if action != Action::Log && within_limit {
             return Some(Decision {
                 action,
                 reject_with: meta.reject_with,
                 rule: rule as u16 + 1,
             });
         }
-        // A LOG rule: logging arrives with the observability work; the
-        // packet goes on to the next matching rule.
+        // A LOG rule (logging arrives with the observability work) or a
+        // rule over its limit: the packet goes on to the next match.
         let w = (rule / 64) as usize % BITMAP_WORDS;
         acc.words[w] &= !(1u64 << (rule % 64));
     }
     None
+}
+
+#[inline(always)]
+fn take_token(slot: u32, meta: &fw_common::policy::RuleMeta, now: u64) -> bool {
+    match FW_LIMITS.get_ptr_mut(slot) {
+        // SAFETY: pointer from a map lookup; racing CPUs may both take the
+        // same credit (an approximate limit, documented).
+        Some(b) => bucket_take(
+            unsafe { &mut *b },
+            now,
+            meta.limit_interval_ns,
+            meta.limit_cap_ns,
+        ),
+        None => false,
+    }
 }
 
 /// Index of the lowest set bit of `b`, if any.

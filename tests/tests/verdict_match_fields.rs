@@ -551,3 +551,43 @@ action = "accept"
     assert!(admitted.contains(&2), "{admitted:?}");
     assert!(!admitted.contains(&1), "{admitted:?}");
 }
+
+#[test]
+fn limit_matches_only_under_the_rate() {
+    if lacks_privileges() {
+        return;
+    }
+    // Two pings a second with a burst of 2; beyond that the rule does not
+    // match and the next one (here: the default) decides.
+    let mut dp = Datapath::with_policy(
+        "[defaults]\ninput = \"drop\"\n[[input]]\nproto = \"icmp\"\nicmp_type = \"echo-request\"\nlimit = \"2/second\"\nlimit_burst = 2\naction = \"accept\"\n",
+    );
+    let ping = |id| frame(false, Way::In, Vlan::None, L4::EchoRequest { id });
+    let burst: Vec<Counter> = (0..5).map(|i| dp.ingress(&ping(100 + i)).counter).collect();
+    assert_eq!(
+        burst,
+        [
+            Counter::AcceptRule,
+            Counter::AcceptRule,
+            Counter::DropDefault,
+            Counter::DropDefault,
+            Counter::DropDefault
+        ]
+    );
+    dp.advance_clock(1);
+    let next: Vec<Counter> = (0..3).map(|i| dp.ingress(&ping(200 + i)).counter).collect();
+    assert_eq!(
+        next,
+        [
+            Counter::AcceptRule,
+            Counter::AcceptRule,
+            Counter::DropDefault
+        ],
+        "one second buys two more"
+    );
+    // A reload starts the bucket full again.
+    dp.install(
+        "[defaults]\ninput = \"drop\"\n[[input]]\nproto = \"icmp\"\nicmp_type = \"echo-request\"\nlimit = \"2/second\"\nlimit_burst = 2\naction = \"accept\"\n",
+    );
+    assert_eq!(dp.ingress(&ping(300)).counter, Counter::AcceptRule);
+}

@@ -53,7 +53,7 @@ pub fn update_array<V: Pod>(map: &MapData, first: u32, values: &[V]) -> std::io:
                 libc::SYS_bpf,
                 BPF_MAP_UPDATE_BATCH,
                 &raw mut attr,
-                size_of::<BatchAttr>() as u32,
+                u32::try_from(size_of::<BatchAttr>()).unwrap_or(u32::MAX),
             )
         };
         if ret != 0 {

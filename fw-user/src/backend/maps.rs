@@ -16,8 +16,8 @@ use fw_common::{
     counters::{Counter, CounterValue},
     maps,
     policy::{
-        AddrKey, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta, class_index,
-        rule_index, table, table_slot,
+        AddrKey, Bucket, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta,
+        class_index, rule_index, table, table_slot,
     },
 };
 
@@ -43,6 +43,7 @@ pub struct FwMaps {
     pub ifaces: HashMap<MapData, IfaceKey, u32>,
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub counters: PerCpuArray<MapData, CounterValue>,
+    pub limits: Array<MapData, Bucket>,
     pub jump_xdp: ProgramArray<MapData>,
     pub jump_tc: ProgramArray<MapData>,
 }
@@ -77,6 +78,7 @@ impl FwMaps {
             ifaces: typed(take(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(take(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(take(maps::COUNTERS)?, maps::COUNTERS)?,
+            limits: typed(take(maps::LIMITS)?, maps::LIMITS)?,
             jump_xdp: typed(take(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
             jump_tc: typed(take(maps::JUMP_TC)?, maps::JUMP_TC)?,
         })
@@ -108,6 +110,7 @@ impl FwMaps {
             ifaces: typed(open(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(open(maps::CONNTRACK)?, maps::CONNTRACK)?,
             counters: typed(open(maps::COUNTERS)?, maps::COUNTERS)?,
+            limits: typed(open(maps::LIMITS)?, maps::LIMITS)?,
             jump_xdp: typed(open(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
             jump_tc: typed(open(maps::JUMP_TC)?, maps::JUMP_TC)?,
         })
@@ -165,6 +168,10 @@ impl FwMaps {
             // Arrays go in with batch updates, one syscall per few thousand
             // elements.
             let rules_at = rule_index(target, chain, 0);
+            // Every rule of the new policy starts with a full `limit` bucket.
+            let fresh = vec![Bucket::default(); t.rules.len()];
+            super::batch::update_array(self.limits.map(), rules_at, &fresh)
+                .map_err(|e| Error::io("cannot write `FW_LIMITS`", e))?;
             super::batch::update_array(self.rules.map(), rules_at, &t.rules)
                 .map_err(|e| Error::io("cannot write `FW_RULES`", e))?;
             let classes_at = class_index(target, chain, 0);

@@ -236,12 +236,20 @@ fn compile_chain(
                 RuleAction::Reject(w) => (Action::Reject, w),
                 RuleAction::Log => (Action::Log, RejectWith::Auto),
             };
+            let (limit_interval_ns, limit_cap_ns) = r.limit.map_or((0, 0), |l| {
+                (
+                    l.interval_ns,
+                    l.interval_ns.saturating_mul(u64::from(l.burst)),
+                )
+            });
             RuleMeta {
                 action: action as u8,
                 reject_with: with as u8,
                 flags: if r.log { RULE_FLAG_LOG } else { 0 },
                 _pad: 0,
                 id: rule_id(r),
+                limit_interval_ns,
+                limit_cap_ns,
             }
         })
         .collect();

@@ -200,8 +200,18 @@ pub struct Rule {
     /// Empty: any state.
     pub state: Vec<PacketState>,
     pub tcp_flags: Option<TcpFlagsMatch>,
+    /// Match only while under this rate (`-m limit`).
+    pub limit: Option<Limit>,
     pub action: RuleAction,
     pub log: bool,
+}
+
+/// A token-bucket rate: one match per `interval_ns` on average, `burst`
+/// at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub interval_ns: u64,
+    pub burst: u32,
 }
 
 impl fmt::Display for Rule {

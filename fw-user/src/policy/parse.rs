@@ -390,20 +390,17 @@ fn rule(
     let rule_span = raw.span();
     let raw = raw.into_inner();
 
-    if let Some(l) = &raw.limit {
-        return Err(src.err(
-            l.span(),
-            "`limit` is not supported by this version of fw yet",
-            "remove `limit` (and `limit_burst`) from the rule",
-        ));
-    }
-    if let Some(l) = &raw.limit_burst {
-        return Err(src.err(
-            l.span(),
-            "`limit_burst` needs `limit`, which this version does not support yet",
-            "remove it",
-        ));
-    }
+    let limit = match (&raw.limit, &raw.limit_burst) {
+        (None, None) => None,
+        (None, Some(b)) => {
+            return Err(src.err(
+                b.span(),
+                "`limit_burst` needs `limit`",
+                "add limit = \"10/second\" (or remove `limit_burst`)",
+            ));
+        }
+        (Some(l), burst) => Some(limit(src, l, burst.as_ref())?),
+    };
 
     let proto = match &raw.proto {
         None => None,
@@ -740,8 +737,60 @@ fn rule(
         icmp_type,
         state,
         tcp_flags,
+        limit,
         action,
         log: raw.log.unwrap_or(false),
+    })
+}
+
+/// `limit = "N/unit"` with an optional `limit_burst` (iptables' default 5).
+fn limit(
+    src: &Src,
+    l: &Spanned<String>,
+    burst: Option<&Spanned<i64>>,
+) -> Result<super::Limit, PolicyError> {
+    const HINT: &str =
+        "write a rate like \"10/second\", \"60/minute\", \"100/hour\" or \"1000/day\"";
+    let text = l.get_ref();
+    let (n, unit) = text
+        .split_once('/')
+        .ok_or_else(|| src.err(l.span(), format!("`limit` \"{text}\" is not a rate"), HINT))?;
+    let n: u64 = n.trim().parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+        src.err(
+            l.span(),
+            format!("`limit` \"{text}\" needs a positive count"),
+            HINT,
+        )
+    })?;
+    let unit_ns: u64 = match unit.trim() {
+        "s" | "sec" | "second" => 1_000_000_000,
+        "m" | "min" | "minute" => 60_000_000_000,
+        "h" | "hour" => 3_600_000_000_000,
+        "d" | "day" => 86_400_000_000_000,
+        other => {
+            return Err(src.err(
+                l.span(),
+                format!("`limit` has an unknown unit \"{other}\""),
+                HINT,
+            ));
+        }
+    };
+    let burst = match burst {
+        None => 5,
+        Some(b) => u32::try_from(*b.get_ref())
+            .ok()
+            .filter(|&b| (1..=10_000).contains(&b))
+            .ok_or_else(|| {
+                src.err(
+                    b.span(),
+                    "`limit_burst` must be between 1 and 10000",
+                    "iptables uses 5 when none is given",
+                )
+            })?,
+    };
+    Ok(super::Limit {
+        interval_ns: unit_ns / n,
+        burst,
     })
 }
 

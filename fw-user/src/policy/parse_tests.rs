@@ -263,8 +263,12 @@ fn contradictions_are_rejected() {
             "cannot read",
         ),
         (
-            "[[input]]\nproto = \"tcp\"\nlimit = \"10/second\"\naction = \"accept\"\n",
-            "`limit` is not supported",
+            "[[input]]\nproto = \"tcp\"\nlimit = \"10/fortnight\"\naction = \"accept\"\n",
+            "unknown unit",
+        ),
+        (
+            "[[input]]\nproto = \"tcp\"\nlimit_burst = 3\naction = \"accept\"\n",
+            "needs `limit`",
         ),
     ];
     for (text, want) in cases {
@@ -364,4 +368,25 @@ fn too_many_rules_is_an_error() {
 fn line_col_counts_from_one() {
     assert_eq!(line_col("ab\ncd", 0), (1, 1));
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
+}
+
+#[test]
+fn limits() {
+    let p = ok(
+        "[[input]]\nproto = \"icmp\"\nlimit = \"2/second\"\naction = \"accept\"\n[[input]]\nlimit = \"60/minute\"\nlimit_burst = 10\naction = \"log\"\n",
+    );
+    assert_eq!(
+        p.input[0].limit,
+        Some(super::super::Limit {
+            interval_ns: 500_000_000,
+            burst: 5
+        })
+    );
+    assert_eq!(
+        p.input[1].limit,
+        Some(super::super::Limit {
+            interval_ns: 1_000_000_000,
+            burst: 10
+        })
+    );
 }
