@@ -58,6 +58,10 @@ pub const CT_FLAG_SEEN_REPLY: u8 = 1;
 /// Created by the loader from the kernel's socket table, for a connection
 /// that was open before the firewall was loaded.
 pub const CT_FLAG_ADOPTED: u8 = 2;
+/// A flow routed through the host (forward chain). Its key is oriented as
+/// the first packet arrived (local = that packet's destination), so its
+/// replies are found by the reversed key.
+pub const CT_FLAG_FORWARD: u8 = 4;
 
 /// Connection states. TCP values mirror netfilter's names.
 ///

@@ -41,6 +41,9 @@ pub enum Counter {
     DropEstablished = 15,
     /// Neighbour discovery dropped by `[stateful] icmpv6_neighbor_discovery = "drop"`.
     DropNeighborDiscovery = 16,
+    /// Egress of a packet routed through the host: judged by the forward
+    /// chain when it arrived, passed untouched here.
+    PassForwarded = 17,
 }
 
 impl Counter {
@@ -49,7 +52,7 @@ impl Counter {
     /// Total entries in `FW_COUNTERS`.
     pub const MAP_ENTRIES: u32 = Self::SLOTS * 2;
 
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::PassNonIp,
         Self::AcceptEstablished,
         Self::AcceptRule,
@@ -67,6 +70,7 @@ impl Counter {
         Self::AcceptInvalid,
         Self::DropEstablished,
         Self::DropNeighborDiscovery,
+        Self::PassForwarded,
     ];
 
     #[must_use]
@@ -85,6 +89,7 @@ impl Counter {
                 | Self::AcceptDefault
                 | Self::AcceptNeighborDiscovery
                 | Self::AcceptInvalid
+                | Self::PassForwarded
         )
     }
 
@@ -109,6 +114,7 @@ impl Counter {
             Self::AcceptInvalid => "accept-invalid",
             Self::DropEstablished => "drop-established",
             Self::DropNeighborDiscovery => "drop-neighbor-discovery",
+            Self::PassForwarded => "pass-forwarded",
         }
     }
 }

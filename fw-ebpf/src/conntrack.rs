@@ -5,7 +5,9 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use fw_common::{
     Direction,
-    conntrack::{CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, is_expired},
+    conntrack::{
+        CT_FLAG_FORWARD, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, is_expired, is_original,
+    },
 };
 
 use crate::{maps::FW_CONNTRACK, parse::Headers};
@@ -28,6 +30,52 @@ pub fn flow_key(h: &Headers, dir: Direction, local_port: u16, remote_port: u16) 
     key.proto = h.proto;
     key.family = h.family;
     key
+}
+
+/// A flow found for a packet.
+pub struct Found {
+    pub entry: *mut CtEntry,
+    /// The entry's key (the reversed one for the far side of a routed flow).
+    pub key: CtKey,
+    /// The packet travels in the flow's original direction.
+    pub original: bool,
+    /// A flow routed through the host.
+    pub forward: bool,
+}
+
+/// The flow the packet keyed `key` (as seen from `dir`) belongs to. Routed
+/// (forward) flows keep the key of their first packet, so their other
+/// direction is found by the reversed key.
+#[inline(always)]
+pub fn find(key: &CtKey, now: u64, dir: Direction) -> Option<Found> {
+    if let Some(e) = lookup(key, now) {
+        // SAFETY: pointer from a map lookup.
+        let entry = unsafe { &*e };
+        return Some(Found {
+            entry: e,
+            key: *key,
+            original: is_original(entry, dir),
+            forward: entry.flags & CT_FLAG_FORWARD != 0,
+        });
+    }
+    let mut rev = *key;
+    rev.local = key.remote;
+    rev.remote = key.local;
+    rev.local_port = key.remote_port;
+    rev.remote_port = key.local_port;
+    let e = lookup(&rev, now)?;
+    // SAFETY: pointer from a map lookup.
+    if unsafe { (*e).flags } & CT_FLAG_FORWARD == 0 {
+        return None;
+    }
+    // The reversed key matched: on ingress this is the reply direction; on
+    // egress it is the original packet leaving by the other interface.
+    Some(Found {
+        entry: e,
+        key: rev,
+        original: dir == Direction::Egress,
+        forward: true,
+    })
 }
 
 /// The live entry for `key`, reclaiming it if it has expired.
@@ -68,6 +116,7 @@ pub fn create(
     rule: u16,
     now: u64,
     bytes: u64,
+    flags: u8,
 ) -> Result<(), ()> {
     let entry = CtEntry {
         created_ns: now,
@@ -76,7 +125,7 @@ pub fn create(
         bytes: [bytes, 0],
         state: state as u8,
         origin: dir as u8,
-        flags: 0,
+        flags,
         _pad0: 0,
         rule,
         _pad1: [0; 2],

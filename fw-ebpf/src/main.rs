@@ -10,6 +10,7 @@ mod parse;
 mod pipeline;
 mod policy;
 mod reject;
+mod route;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -30,7 +31,7 @@ pub fn fw_ingress(ctx: XdpContext) -> u32 {
         reason = "interface indexes are 32-bit"
     )]
     let ifindex = ctx.ingress_ifindex() as u32;
-    match pipeline::process(&pkt, Direction::Ingress, ifindex) {
+    match pipeline::process(ctx.ctx.cast(), &pkt, Direction::Ingress, ifindex) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
         Verdict::Reject => {
@@ -68,7 +69,7 @@ pub fn fw_egress(ctx: TcContext) -> i32 {
     let pkt = Packet::new(ctx.data(), ctx.data_end(), len as usize);
     // SAFETY: reading a field of the context the kernel passed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match pipeline::process(&pkt, Direction::Egress, ifindex) {
+    match pipeline::process(ctx.skb.skb.cast(), &pkt, Direction::Egress, ifindex) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
         Verdict::Reject => {

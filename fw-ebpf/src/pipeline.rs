@@ -8,7 +8,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use fw_common::{
     Direction,
     conntrack::{
-        CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, TcpStep, datagram_transition, is_original,
+        CT_FLAG_FORWARD, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, TcpStep, datagram_transition,
         tcp_flags, tcp_flags_valid, tcp_is_pure_syn, tcp_transition_raw,
     },
     counters::Counter,
@@ -18,10 +18,10 @@ use fw_common::{
 
 use crate::{
     conntrack,
-    maps::FW_COUNTERS,
-    maps::FW_PENDING,
+    maps::{FW_COUNTERS, FW_PENDING},
     parse::{self, Fragment, Headers, Packet, ParseError},
     policy::{self, Query},
+    route,
 };
 
 pub enum Verdict {
@@ -41,8 +41,8 @@ const ICMPV6_ND_FIRST: u8 = 133;
 const ICMPV6_ND_LAST: u8 = 137;
 
 #[inline(always)]
-pub fn process(pkt: &Packet, dir: Direction, ifindex: u32) -> Verdict {
-    let counter = decide(pkt, dir, ifindex);
+pub fn process(ctx: *mut core::ffi::c_void, pkt: &Packet, dir: Direction, ifindex: u32) -> Verdict {
+    let counter = decide(ctx, pkt, dir, ifindex);
     let verdict = finish(dir, counter, pkt.len as u64);
     if matches!(counter, Counter::RejectRule | Counter::RejectDefault) {
         // Only the rules stage rejects, and it parked how to answer.
@@ -71,9 +71,11 @@ fn finish(dir: Direction, counter: Counter, bytes: u64) -> Verdict {
 enum Track {
     /// Part of a tracked connection (ESTABLISHED or a reply).
     Established {
+        key: CtKey,
         entry: *mut CtEntry,
         original: bool,
         next: CtState,
+        forward: bool,
     },
     /// Starts a connection, or repeats the opener's packet before any reply
     /// (still NEW, as in netfilter): `entry` is then the existing one.
@@ -81,6 +83,7 @@ enum Track {
         key: CtKey,
         entry: Option<*mut CtEntry>,
         next: CtState,
+        forward: bool,
     },
     /// Not trackable on its own (ICMP errors, other protocols): NEW, but
     /// no state is created.
@@ -89,7 +92,7 @@ enum Track {
 }
 
 #[inline(always)]
-fn decide(pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
+fn decide(ctx: *mut core::ffi::c_void, pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
     let h = match parse::parse(pkt, dir == Direction::Ingress) {
         Ok(h) => h,
         Err(ParseError::NotIp) => return Counter::PassNonIp,
@@ -105,10 +108,6 @@ fn decide(pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
     if h.fragment == Fragment::Later {
         return Counter::DropFragment;
     }
-    let chain = match dir {
-        Direction::Ingress => Chain::Input,
-        Direction::Egress => Chain::Output,
-    };
     let nd = h.proto == ipproto::ICMPV6
         && (ICMPV6_ND_FIRST..=ICMPV6_ND_LAST).contains(&h.icmp_type)
         && h.hop_limit == 255;
@@ -119,6 +118,18 @@ fn decide(pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
     } else {
         track(&h, dir, now, snap.header.tcp_syn_only != 0)
     };
+    let (forward, has_entry) = match &track {
+        Track::Established { forward, .. } => (*forward, true),
+        Track::New { forward, entry, .. } => (*forward, entry.is_some()),
+        Track::Stateless | Track::Invalid => (false, false),
+    };
+    // Routed traffic is judged once, by the forward chain as it arrives;
+    // on its way out it passes untouched (as iptables' FORWARD chain).
+    if dir == Direction::Egress
+        && (forward || (!has_entry && !route::source_is_local(ctx, &h, ifindex)))
+    {
+        return Counter::PassForwarded;
+    }
     let (state, stage) = match &track {
         Track::Established { .. } => (
             PacketState::Established,
@@ -143,6 +154,7 @@ fn decide(pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
                 entry,
                 original,
                 next,
+                ..
             },
         ) => {
             conntrack::touch(*entry, *original, *next, now, pkt.len as u64);
@@ -153,6 +165,18 @@ fn decide(pkt: &Packet, dir: Direction, ifindex: u32) -> Counter {
         (StageAction::Drop, Track::Established { .. }) => Counter::DropEstablished,
         (StageAction::Drop, _) => Counter::DropNeighborDiscovery,
         (StageAction::Rules, _) => {
+            // Which chain: the flow's, or (for a packet without state) the
+            // routing table's answer for where it is going.
+            let chain = match dir {
+                Direction::Egress => Chain::Output,
+                Direction::Ingress if forward => Chain::Forward,
+                Direction::Ingress
+                    if !has_entry && !nd && route::is_forwarded(ctx, &h, ifindex) =>
+                {
+                    Chain::Forward
+                }
+                Direction::Ingress => Chain::Input,
+            };
             if hand_over(
                 &h,
                 chain,
@@ -190,6 +214,9 @@ pub struct Pending {
     next: u8,
     /// Set by `classify_and_apply`: the `RejectWith` of a REJECT.
     pub reject_with: u8,
+    /// `CT_FLAG_*` of an entry to create.
+    ct_flags: u8,
+    _pad: [u8; 7],
 }
 
 const PENDING_ESTABLISHED: u8 = 0;
@@ -220,15 +247,23 @@ fn hand_over(
     p.now = now;
     p.bytes = bytes;
     p.generation = generation;
+    p.ct_flags = 0;
     match track {
-        Track::Established { original, next, .. } => {
+        Track::Established {
+            key,
+            original,
+            next,
+            ..
+        } => {
             // The entry is found again by its key after classification.
             p.kind = PENDING_ESTABLISHED;
             p.original = u8::from(*original);
             p.next = *next as u8;
-            p.key = established_key(h, chain);
+            p.key = *key;
         }
-        Track::New { key, entry, next } => {
+        Track::New {
+            key, entry, next, ..
+        } => {
             p.kind = if entry.is_some() {
                 PENDING_NEW_EXISTING
             } else {
@@ -237,26 +272,14 @@ fn hand_over(
             p.original = 1;
             p.next = *next as u8;
             p.key = *key;
+            if chain == Chain::Forward {
+                p.ct_flags = CT_FLAG_FORWARD;
+            }
         }
         Track::Stateless => p.kind = PENDING_STATELESS,
         Track::Invalid => p.kind = PENDING_INVALID,
     }
     Some(())
-}
-
-/// The key of the flow `h` belongs to (as `track` computed it).
-#[inline(always)]
-fn established_key(h: &Headers, chain: Chain) -> CtKey {
-    let dir = if chain == Chain::Output {
-        Direction::Egress
-    } else {
-        Direction::Ingress
-    };
-    let (l, r) = match h.proto {
-        ipproto::ICMP | ipproto::ICMPV6 => (h.icmp_id, h.icmp_id),
-        _ => ports(h, dir),
-    };
-    conntrack::flow_key(h, dir, l, r)
 }
 
 /// Classify the parked packet and carry the decision out on the connection
@@ -318,6 +341,7 @@ fn classify_and_apply(dir: Direction) -> Counter {
                 d.rule,
                 p.now,
                 p.bytes,
+                p.ct_flags,
             )
             .is_err()
             {
@@ -391,26 +415,28 @@ fn track_tcp(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track
     }
     let (local_port, remote_port) = ports(h, dir);
     let key = conntrack::flow_key(h, dir, local_port, remote_port);
-    if let Some(entry) = conntrack::lookup(&key, now) {
+    if let Some(f) = conntrack::find(&key, now, dir) {
         // SAFETY: pointer from a map lookup.
-        let e = unsafe { &*entry };
-        let original = is_original(e, dir);
-        let next = match tcp_transition_raw(e.state, original, h.tcp_flags) {
+        let e = unsafe { &*f.entry };
+        let next = match tcp_transition_raw(e.state, f.original, h.tcp_flags) {
             TcpStep::Invalid => return Track::Invalid,
             TcpStep::Ignore => CtState::from_u8(e.state),
             TcpStep::To(s) => s,
         };
-        if original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
+        if f.original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
             return Track::New {
-                key,
-                entry: Some(entry),
+                key: f.key,
+                entry: Some(f.entry),
                 next,
+                forward: f.forward,
             };
         }
         return Track::Established {
-            entry,
-            original,
+            key: f.key,
+            entry: f.entry,
+            original: f.original,
             next,
+            forward: f.forward,
         };
     }
     if tcp_is_pure_syn(h.tcp_flags) {
@@ -418,6 +444,7 @@ fn track_tcp(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track
             key,
             entry: None,
             next: CtState::TcpSynSent,
+            forward: false,
         };
     }
     // With `tcp_syn_only = false`, a mid-stream segment (ACK set, no RST)
@@ -428,6 +455,7 @@ fn track_tcp(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track
             key,
             entry: None,
             next: CtState::TcpEstablished,
+            forward: false,
         };
     }
     Track::Invalid
@@ -446,22 +474,24 @@ fn track_datagram(
     opens: bool,
 ) -> Track {
     let key = conntrack::flow_key(h, dir, local_port, remote_port);
-    if let Some(entry) = conntrack::lookup(&key, now) {
+    if let Some(f) = conntrack::find(&key, now, dir) {
         // SAFETY: pointer from a map lookup.
-        let e = unsafe { &*entry };
-        let original = is_original(e, dir);
-        let next = datagram_transition(CtState::from_u8(e.state), original);
-        if original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
+        let e = unsafe { &*f.entry };
+        let next = datagram_transition(CtState::from_u8(e.state), f.original);
+        if f.original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
             return Track::New {
-                key,
-                entry: Some(entry),
+                key: f.key,
+                entry: Some(f.entry),
                 next,
+                forward: f.forward,
             };
         }
         return Track::Established {
-            entry,
-            original,
+            key: f.key,
+            entry: f.entry,
+            original: f.original,
             next,
+            forward: f.forward,
         };
     }
     if opens {
@@ -469,6 +499,7 @@ fn track_datagram(
             key,
             entry: None,
             next: new_state,
+            forward: false,
         }
     } else {
         Track::Invalid

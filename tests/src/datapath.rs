@@ -37,6 +37,11 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 pub struct Datapath {
     ebpf: Ebpf,
     pub maps: FwMaps,
+    /// Packets are run from inside this namespace, where the test server's
+    /// addresses are local: the datapath asks the routing table whether a
+    /// packet is for this host, so the answer must not depend on the host
+    /// running the tests.
+    pub ns: crate::netns::Netns,
 }
 
 /// What the datapath did with one packet.
@@ -59,7 +64,19 @@ impl Datapath {
         fw_user::backend::xdp::load_programs(&mut ebpf).unwrap_or_else(|e| panic!("{e}"));
         let mut maps = FwMaps::take_from(&mut ebpf).expect("maps");
         fw_user::backend::xdp::fill_jump_table(&mut ebpf, &mut maps).expect("fill FW_JUMP");
-        let mut dp = Self { ebpf, maps };
+        let ns = crate::netns::Netns::new("fwt-dp-");
+        ns.ip(&[
+            "link", "add", "host0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "host0"]);
+        ns.ip(&["addr", "add", "2001:db8::1/64", "dev", "host0", "nodad"]);
+        ns.ip(&["link", "set", "host0", "up"]);
+        ns.ip(&["link", "set", "peer0", "up"]);
+        // setns moves only the calling thread: the test's own.
+        let fd = std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("open netns");
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("enter the datapath namespace");
+        let mut dp = Self { ebpf, maps, ns };
         dp.install(policy_toml);
         dp
     }
