@@ -390,3 +390,21 @@ fn limits() {
         })
     );
 }
+
+#[test]
+fn every_shipped_example_is_valid_and_compiles() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let p = parse_file(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+            let names = ["eth0", "eth1"];
+            crate::policy::compile(&p, "example", &|n| names.iter().position(|&x| x == n).map(|i| u32::try_from(i).unwrap() + 2))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 7, "examples found: {seen}");
+}
