@@ -346,6 +346,12 @@ fn tcp_flags_and_connection_state() {
     if lacks_privileges() {
         return;
     }
+    for v6 in [false, true] {
+        tcp_flags_and_state_on(v6);
+    }
+}
+
+fn tcp_flags_and_state_on(v6: bool) {
     // A locked-down host whose OUTPUT allows only replies from 22/80/443:
     // established traffic goes to the rules, which match on state.
     let mut dp = Datapath::with_policy(
@@ -369,7 +375,7 @@ action = "accept"
     );
     let conn = |dport: u16, flags| {
         frame(
-            false,
+            v6,
             Way::In,
             Vlan::None,
             L4::Tcp {
@@ -381,7 +387,7 @@ action = "accept"
     };
     let reply = |sport: u16, flags| {
         frame(
-            false,
+            v6,
             Way::Out,
             Vlan::None,
             L4::Tcp {
@@ -415,7 +421,7 @@ action = "accept"
     assert_eq!(dp.ingress(&conn(22, ACK)).counter, Counter::AcceptDefault);
     // A new outbound connection: state NEW, no rule allows it.
     let new_out = frame(
-        false,
+        v6,
         Way::Out,
         Vlan::None,
         L4::Tcp {
@@ -432,12 +438,18 @@ fn invalid_packets_to_the_rules() {
     if lacks_privileges() {
         return;
     }
+    for v6 in [false, true] {
+        invalid_packets_on(v6);
+    }
+}
+
+fn invalid_packets_on(v6: bool) {
     let mut dp = Datapath::with_policy(
         "[stateful]\ninvalid = \"rules\"\n[defaults]\ninput = \"accept\"\n[[input]]\nstate = \"invalid\"\nproto = \"tcp\"\ndport = 80\naction = \"drop\"\n",
     );
     let ack = |dport| {
         frame(
-            false,
+            v6,
             Way::In,
             Vlan::None,
             L4::Tcp {
@@ -479,6 +491,16 @@ fn interfaces() {
         (
             "udp on the test device (only if7 takes udp)",
             frame(false, Way::In, Vlan::None, L4::Udp { sport: 1, dport: 2 }),
+            Counter::DropDefault,
+        ),
+        (
+            "v6 tcp on the test device",
+            frame(true, Way::In, Vlan::None, syn(80)),
+            Counter::AcceptRule,
+        ),
+        (
+            "v6 udp on the test device",
+            frame(true, Way::In, Vlan::None, L4::Udp { sport: 1, dport: 2 }),
             Counter::DropDefault,
         ),
     ];
@@ -543,6 +565,16 @@ action = "accept"
                 },
             ),
             Counter::DropDefault,
+        ),
+        (
+            "v6: outside the v4 /24, rule 3",
+            from("2001:db8::9", syn(8600)),
+            Counter::RejectRule,
+        ),
+        (
+            "v6: outside both ranges, rule 4",
+            from("2001:db8::9", syn(7000)),
+            Counter::AcceptRule,
         ),
     ];
     assert_table(&mut dp, Direction::Ingress, &rows);

@@ -401,8 +401,13 @@ fn every_shipped_example_is_valid_and_compiles() {
             let text = std::fs::read_to_string(&path).unwrap();
             let p = parse_file(&text, &path).unwrap_or_else(|e| panic!("{e}"));
             let names = ["eth0", "eth1"];
-            crate::policy::compile(&p, "example", &|n| names.iter().position(|&x| x == n).map(|i| u32::try_from(i).unwrap() + 2))
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            crate::policy::compile(&p, "example", &|n| {
+                names
+                    .iter()
+                    .position(|&x| x == n)
+                    .map(|i| u32::try_from(i).unwrap() + 2)
+            })
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }
     }
