@@ -408,6 +408,28 @@ fn track(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track {
     }
 }
 
+/// A packet of a flow the table knows, moving it to `next`: until the peer
+/// has answered, the opener's packets are still NEW (as in netfilter).
+#[inline(always)]
+fn known_flow(f: &conntrack::Found, flags: u8, next: CtState) -> Track {
+    if f.original && flags & CT_FLAG_SEEN_REPLY == 0 {
+        Track::New {
+            key: f.key,
+            entry: Some(f.entry),
+            next,
+            forward: f.forward,
+        }
+    } else {
+        Track::Established {
+            key: f.key,
+            entry: f.entry,
+            original: f.original,
+            next,
+            forward: f.forward,
+        }
+    }
+}
+
 #[inline(always)]
 fn track_tcp(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track {
     if !tcp_flags_valid(h.tcp_flags) {
@@ -423,21 +445,7 @@ fn track_tcp(h: &Headers, dir: Direction, now: u64, tcp_syn_only: bool) -> Track
             TcpStep::Ignore => CtState::from_u8(e.state),
             TcpStep::To(s) => s,
         };
-        if f.original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
-            return Track::New {
-                key: f.key,
-                entry: Some(f.entry),
-                next,
-                forward: f.forward,
-            };
-        }
-        return Track::Established {
-            key: f.key,
-            entry: f.entry,
-            original: f.original,
-            next,
-            forward: f.forward,
-        };
+        return known_flow(&f, e.flags, next);
     }
     if tcp_is_pure_syn(h.tcp_flags) {
         return Track::New {
@@ -478,21 +486,7 @@ fn track_datagram(
         // SAFETY: pointer from a map lookup.
         let e = unsafe { &*f.entry };
         let next = datagram_transition(CtState::from_u8(e.state), f.original);
-        if f.original && e.flags & CT_FLAG_SEEN_REPLY == 0 {
-            return Track::New {
-                key: f.key,
-                entry: Some(f.entry),
-                next,
-                forward: f.forward,
-            };
-        }
-        return Track::Established {
-            key: f.key,
-            entry: f.entry,
-            original: f.original,
-            next,
-            forward: f.forward,
-        };
+        return known_flow(&f, e.flags, next);
     }
     if opens {
         Track::New {
