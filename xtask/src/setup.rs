@@ -18,6 +18,7 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "iputils-ping",
+    "procps",
     "util-linux",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
