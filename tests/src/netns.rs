@@ -414,20 +414,23 @@ pub enum Connect {
     Other(String),
 }
 
+/// Send a message on a connected stream and check it comes back.
+fn echo(mut s: TcpStream, timeout: Duration) -> Connect {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    match s.read_exact(&mut buf) {
+        Ok(()) if &buf == b"ping" => Connect::Echoed,
+        Ok(()) => Connect::Other("wrong echo".into()),
+        Err(e) => Connect::Other(format!("read: {e}")),
+    }
+}
+
 /// From inside `ns`, connect to `to`, send a message and read the echo.
 #[must_use]
 pub fn tcp_probe(ns: &Netns, to: SocketAddr, timeout: Duration) -> Connect {
     ns.run(move || match TcpStream::connect_timeout(&to, timeout) {
-        Ok(mut s) => {
-            s.set_read_timeout(Some(timeout)).unwrap();
-            s.write_all(b"ping").unwrap();
-            let mut buf = [0u8; 4];
-            match s.read_exact(&mut buf) {
-                Ok(()) if &buf == b"ping" => Connect::Echoed,
-                Ok(()) => Connect::Other("wrong echo".into()),
-                Err(e) => Connect::Other(format!("read: {e}")),
-            }
-        }
+        Ok(s) => echo(s, timeout),
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Connect::TimedOut,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Connect::Refused,
         Err(e) => Connect::Other(e.to_string()),
@@ -437,18 +440,7 @@ pub fn tcp_probe(ns: &Netns, to: SocketAddr, timeout: Duration) -> Connect {
 /// From inside `ns`, send a UDP datagram to `to` and wait for the echo.
 #[must_use]
 pub fn udp_probe(ns: &Netns, to: SocketAddr, timeout: Duration) -> bool {
-    ns.run(move || {
-        let any: SocketAddr = if to.is_ipv6() {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
-        } else {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
-        };
-        let sock = UdpSocket::bind(any).unwrap();
-        sock.set_read_timeout(Some(timeout)).unwrap();
-        sock.send_to(b"ping", to).unwrap();
-        let mut buf = [0u8; 16];
-        matches!(sock.recv_from(&mut buf), Ok((4, _)))
-    })
+    udp_exchange(ns, to, timeout) == Datagram::Answered
 }
 
 /// An open TCP connection from inside a namespace, usable across reloads.
@@ -625,17 +617,7 @@ pub fn tcp_probe_from(ns: &Netns, local: SocketAddr, to: SocketAddr, timeout: Du
         sock.bind(&local.into())
             .unwrap_or_else(|e| panic!("bind {local}: {e}"));
         match sock.connect_timeout(&to.into(), timeout) {
-            Ok(()) => {
-                let mut s: TcpStream = sock.into();
-                s.set_read_timeout(Some(timeout)).unwrap();
-                s.write_all(b"ping").unwrap();
-                let mut buf = [0u8; 4];
-                match s.read_exact(&mut buf) {
-                    Ok(()) if &buf == b"ping" => Connect::Echoed,
-                    Ok(()) => Connect::Other("wrong echo".into()),
-                    Err(e) => Connect::Other(format!("read: {e}")),
-                }
-            }
+            Ok(()) => echo(sock.into(), timeout),
             Err(e)
                 if e.kind() == std::io::ErrorKind::TimedOut
                     || e.raw_os_error() == Some(libc::EINPROGRESS) =>
