@@ -29,16 +29,23 @@ pub struct CtKey {
 }
 const _: () = assert!(size_of::<CtKey>() == 40);
 
-/// Value of `FW_CONNTRACK`.
+/// Value of `FW_CONNTRACK` and `FW_CT_TRANSIENT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtEntry {
     /// Datapath clock (monotonic ns plus `FwConfig::clock_offset_ns`).
     pub created_ns: u64,
     pub last_seen_ns: u64,
+    /// When the entry dies without further traffic: `last_seen_ns` plus the
+    /// timeout of its state, taken from the policy in force when the last
+    /// packet passed (so a reload's new timeouts apply from the next packet).
+    pub expires_ns: u64,
     /// `[original, reply]`.
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
+    /// TCP sequence tracking, `[original sender, reply sender]`; unused
+    /// (zero) for other protocols.
+    pub tcp: [TcpWindow; 2],
     /// A `CtState`.
     pub state: u8,
     /// The `Direction` of the packet that opened the flow: ingress means a
@@ -51,7 +58,51 @@ pub struct CtEntry {
     pub rule: u16,
     pub _pad1: [u8; 2],
 }
-const _: () = assert!(size_of::<CtEntry>() == 56);
+const _: () = assert!(size_of::<CtEntry>() == 96);
+
+/// What one side of a TCP connection has shown of its sequence space
+/// (netfilter's `ip_ct_tcp_state`, without SACK).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpWindow {
+    /// Highest sequence number this side has sent, plus its length
+    /// (`td_end`).
+    pub end: u32,
+    /// Highest sequence number the other side has allowed this side to send:
+    /// its ack plus its window (`td_maxend`).
+    pub maxend: u32,
+    /// Largest window this side has advertised, scaled (`td_maxwin`).
+    pub maxwin: u32,
+    /// Window scale this side announced on its SYN (0 without the option).
+    pub scale: u8,
+    /// `WIN_FLAG_*`.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<TcpWindow>() == 16);
+
+/// The side sent the window-scale option on its SYN.
+pub const WIN_FLAG_SCALE: u8 = 1;
+
+/// What the TCP tracker needs of a segment, read from its headers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSeg {
+    pub seq: u32,
+    pub ack: u32,
+    /// Bytes of payload (SYN and FIN count one each on top).
+    pub len: u32,
+    /// The window field as sent (unscaled).
+    pub win: u16,
+    /// TCP flags byte.
+    pub flags: u8,
+    /// Window-scale option of a SYN, `NO_WSCALE` when absent.
+    pub wscale: u8,
+}
+const _: () = assert!(size_of::<TcpSeg>() == 16);
+
+/// `TcpSeg::wscale` of a segment without the option.
+pub const NO_WSCALE: u8 = 0xff;
 
 /// A packet in the reply direction has been seen (netfilter's `IPS_SEEN_REPLY`).
 pub const CT_FLAG_SEEN_REPLY: u8 = 1;
@@ -62,6 +113,22 @@ pub const CT_FLAG_ADOPTED: u8 = 2;
 /// the first packet arrived (local = that packet's destination), so its
 /// replies are found by the reversed key.
 pub const CT_FLAG_FORWARD: u8 = 4;
+/// Sequence numbers are not checked: the flow was adopted or picked up
+/// mid-stream, so its window scaling is unknown (netfilter's
+/// `IP_CT_TCP_FLAG_BE_LIBERAL`). The state machine still applies.
+pub const CT_FLAG_LIBERAL: u8 = 8;
+
+/// Which table an entry lives in. Established (replied) flows live in
+/// `FW_CONNTRACK`, a plain hash that never evicts; flows being opened
+/// (unreplied) or closed live in `FW_CT_TRANSIENT`, an LRU hash, so a flood
+/// of new flows can only push out other new or closing flows.
+#[must_use]
+pub const fn is_transient_state(state: u8) -> bool {
+    !matches!(
+        CtState::from_u8(state),
+        CtState::TcpEstablished | CtState::UdpReplied | CtState::IcmpReplied
+    )
+}
 
 /// Connection states. TCP values mirror netfilter's names.
 ///
@@ -106,10 +173,9 @@ impl CtState {
         }
     }
 
-    /// How long an entry in this state lives without traffic, in seconds.
-    /// The values are netfilter's defaults.
+    /// netfilter's default idle timeout for this state, in seconds.
     #[must_use]
-    pub const fn timeout_secs(self) -> u64 {
+    pub const fn default_timeout_secs(self) -> u32 {
         match self {
             Self::None => 0,
             Self::TcpSynSent | Self::TcpSynSent2 => 120,
@@ -123,11 +189,6 @@ impl CtState {
             Self::UdpReplied => 120,
             Self::IcmpUnreplied | Self::IcmpReplied => 30,
         }
-    }
-
-    #[must_use]
-    pub const fn timeout_ns(self) -> u64 {
-        self.timeout_secs() * 1_000_000_000
     }
 
     /// Name as `conntrack -L` prints it.
@@ -152,11 +213,67 @@ impl CtState {
     }
 }
 
-/// Has `entry` outlived its state's timeout at `now_ns`?
+/// Idle timeouts in seconds, indexed by `CtState` value (`& 15`). Part of
+/// the policy (`[conntrack]`), so a reload can change them.
+pub type Timeouts = [u32; 16];
+
+/// netfilter's defaults for every state.
+pub const DEFAULT_TIMEOUTS: Timeouts = {
+    let mut t = [0u32; 16];
+    let mut i = 0;
+    while i < 16 {
+        #[expect(clippy::cast_possible_truncation, reason = "i < 16")]
+        {
+            t[i] = CtState::from_u8(i as u8).default_timeout_secs();
+        }
+        i += 1;
+    }
+    t
+};
+
+/// When an entry in `state` seen at `now_ns` expires under `timeouts`.
+#[must_use]
+pub const fn expiry(timeouts: &Timeouts, state: u8, now_ns: u64) -> u64 {
+    now_ns + timeouts[(state & 15) as usize] as u64 * 1_000_000_000
+}
+
+/// Has `entry` outlived its timeout at `now_ns`?
 #[must_use]
 pub const fn is_expired(entry: &CtEntry, now_ns: u64) -> bool {
-    now_ns.saturating_sub(entry.last_seen_ns) > CtState::from_u8(entry.state).timeout_ns()
+    now_ns > entry.expires_ns
 }
+
+/// Key of `FW_FRAGS`: one fragmented datagram (netfilter's and Cilium's
+/// reassembly identity).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// IPv4 identification (16 bits) or IPv6 fragment identification.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FragKey>() == 40);
+
+/// Value of `FW_FRAGS`: the first fragment of this datagram was accepted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    pub expires_ns: u64,
+    /// Bytes from the start of the fragmentable part to the end of the
+    /// layer-4 header. A later fragment starting before this would rewrite
+    /// the header the verdict was made on (RFC 1858): dropped.
+    pub l4_end: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<FragEntry>() == 16);
+
+/// How long the later fragments of an accepted first fragment may take
+/// (the kernel's `ipfrag_time`).
+pub const FRAG_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
 
 /// Is the packet travelling in the flow's original direction?
 #[must_use]
@@ -335,6 +452,10 @@ pub const fn datagram_transition(state: CtState, original: bool) -> CtState {
 unsafe impl aya::Pod for CtKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CtEntry {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FragKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FragEntry {}
 
 #[cfg(test)]
 mod tests {
@@ -478,17 +599,41 @@ mod tests {
     }
 
     #[test]
-    fn expiry_uses_state_timeouts() {
-        let mut e = CtEntry {
+    fn expiry_uses_the_policy_timeouts() {
+        let sec = 1_000_000_000;
+        let e = CtEntry {
             state: CtState::TcpSynSent as u8,
-            last_seen_ns: 1_000,
+            expires_ns: expiry(&DEFAULT_TIMEOUTS, CtState::TcpSynSent as u8, 1_000),
             ..CtEntry::default()
         };
-        assert!(!is_expired(&e, 1_000 + 120 * 1_000_000_000));
-        assert!(is_expired(&e, 1_001 + 120 * 1_000_000_000));
-        e.state = CtState::TcpEstablished as u8;
-        assert!(!is_expired(&e, 1_000 + 86_400 * 1_000_000_000));
-        // A clock that went backwards never expires an entry.
-        assert!(!is_expired(&e, 0));
+        assert!(!is_expired(&e, 1_000 + 120 * sec));
+        assert!(is_expired(&e, 1_001 + 120 * sec));
+        let mut short = DEFAULT_TIMEOUTS;
+        short[CtState::TcpEstablished as usize] = 5;
+        assert_eq!(
+            expiry(&short, CtState::TcpEstablished as u8, 7),
+            7 + 5 * sec
+        );
+        assert_eq!(DEFAULT_TIMEOUTS[CtState::TcpEstablished as usize], 432_000);
+        assert_eq!(DEFAULT_TIMEOUTS[CtState::UdpUnreplied as usize], 30);
+        assert_eq!(DEFAULT_TIMEOUTS[CtState::UdpReplied as usize], 120);
+    }
+
+    #[test]
+    fn established_flows_live_in_the_table_that_never_evicts() {
+        assert!(!is_transient_state(CtState::TcpEstablished as u8));
+        assert!(!is_transient_state(CtState::UdpReplied as u8));
+        assert!(!is_transient_state(CtState::IcmpReplied as u8));
+        for s in [
+            CtState::TcpSynSent,
+            CtState::TcpSynRecv,
+            CtState::TcpFinWait,
+            CtState::TcpTimeWait,
+            CtState::TcpClose,
+            CtState::UdpUnreplied,
+            CtState::IcmpUnreplied,
+        ] {
+            assert!(is_transient_state(s as u8), "{s:?}");
+        }
     }
 }

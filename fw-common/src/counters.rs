@@ -27,7 +27,9 @@ pub enum Counter {
     DropRule = 8,
     /// New flow dropped by the direction's default policy.
     DropDefault = 9,
-    /// Non-first IP fragment: no layer-4 header to classify.
+    /// A fragment fw cannot vouch for: a later fragment of a datagram whose
+    /// first fragment was not seen or not accepted, one overlapping the
+    /// layer-4 header, or a first fragment too short to hold that header.
     DropFragment = 10,
     /// Could not create a connection-table entry.
     DropTableFull = 11,
@@ -44,6 +46,12 @@ pub enum Counter {
     /// Egress of a packet routed through the host: judged by the forward
     /// chain when it arrived, passed untouched here.
     PassForwarded = 17,
+    /// An ICMP error about a tracked connection (RELATED).
+    AcceptRelated = 18,
+    /// A later fragment of a datagram whose first fragment was accepted.
+    AcceptFragment = 19,
+    /// RELATED ICMP error dropped by `[stateful] related = "drop"`.
+    DropRelated = 20,
 }
 
 impl Counter {
@@ -52,7 +60,7 @@ impl Counter {
     /// Total entries in `FW_COUNTERS`.
     pub const MAP_ENTRIES: u32 = Self::SLOTS * 2;
 
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 21] = [
         Self::PassNonIp,
         Self::AcceptEstablished,
         Self::AcceptRule,
@@ -71,6 +79,9 @@ impl Counter {
         Self::DropEstablished,
         Self::DropNeighborDiscovery,
         Self::PassForwarded,
+        Self::AcceptRelated,
+        Self::AcceptFragment,
+        Self::DropRelated,
     ];
 
     #[must_use]
@@ -90,6 +101,8 @@ impl Counter {
                 | Self::AcceptNeighborDiscovery
                 | Self::AcceptInvalid
                 | Self::PassForwarded
+                | Self::AcceptRelated
+                | Self::AcceptFragment
         )
     }
 
@@ -115,6 +128,9 @@ impl Counter {
             Self::DropEstablished => "drop-established",
             Self::DropNeighborDiscovery => "drop-neighbor-discovery",
             Self::PassForwarded => "pass-forwarded",
+            Self::AcceptRelated => "accept-related",
+            Self::AcceptFragment => "accept-fragment",
+            Self::DropRelated => "drop-related",
         }
     }
 }

@@ -9,7 +9,13 @@ pub const TABLES: &str = "FW_TABLES";
 pub const SRC: &str = "FW_SRC";
 pub const DST: &str = "FW_DST";
 pub const IFACES: &str = "FW_IFACES";
+/// Established connections: a hash that never evicts.
 pub const CONNTRACK: &str = "FW_CONNTRACK";
+/// Connections being opened (unreplied) or closed: an LRU hash, which
+/// evicts its least recently used entry when full.
+pub const CT_TRANSIENT: &str = "FW_CT_TRANSIENT";
+/// First fragments accepted, so their later fragments may follow.
+pub const FRAGS: &str = "FW_FRAGS";
 pub const COUNTERS: &str = "FW_COUNTERS";
 /// Token buckets of rules with `limit`.
 pub const LIMITS: &str = "FW_LIMITS";
@@ -19,9 +25,22 @@ pub const JUMP_XDP: &str = "FW_JUMP_XDP";
 pub const JUMP_TC: &str = "FW_JUMP_TC";
 
 /// Every map the loader pins, in a stable order.
-pub const ALL: [&str; 13] = [
-    CONFIG, POLICY, RULES, CLASSES, TABLES, SRC, DST, IFACES, CONNTRACK, COUNTERS, LIMITS,
-    JUMP_XDP, JUMP_TC,
+pub const ALL: [&str; 15] = [
+    CONFIG,
+    POLICY,
+    RULES,
+    CLASSES,
+    TABLES,
+    SRC,
+    DST,
+    IFACES,
+    CONNTRACK,
+    CT_TRANSIENT,
+    FRAGS,
+    COUNTERS,
+    LIMITS,
+    JUMP_XDP,
+    JUMP_TC,
 ];
 
 pub const PROG_INGRESS: &str = "fw_ingress";
@@ -37,6 +56,8 @@ pub const PROG_PASS: &str = "fw_pass";
 pub const JUMP_REJECT: u32 = 0;
 pub const JUMP_ENTRIES: u32 = 1;
 
-/// Default capacity of the connection table. The map is an LRU hash, so a
-/// full table evicts the least recently used entry instead of failing.
+/// Default capacity of each connection table (`[conntrack] max_entries`);
+/// the loader sizes both maps before creating them.
 pub const CONNTRACK_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of `FW_FRAGS` (datagrams in flight as fragments).
+pub const FRAG_MAX_ENTRIES: u32 = 8192;

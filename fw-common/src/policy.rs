@@ -246,9 +246,13 @@ pub struct PolicyHeader {
     pub tcp_syn_only: u8,
     /// `StageAction` for `ICMPv6` neighbour discovery with hop limit 255.
     pub neighbor_discovery: u8,
-    pub _pad: [u8; 4],
+    /// `StageAction` for ICMP errors about a tracked connection (RELATED).
+    pub related: u8,
+    pub _pad: [u8; 3],
+    /// `[conntrack]` idle timeouts in seconds, by `CtState`.
+    pub ct_timeouts: crate::conntrack::Timeouts,
 }
-const _: () = assert!(size_of::<PolicyHeader>() == 40);
+const _: () = assert!(size_of::<PolicyHeader>() == 104);
 
 impl PolicyHeader {
     pub const EMPTY: Self = Self {
@@ -264,7 +268,9 @@ impl PolicyHeader {
         invalid: StageAction::Drop as u8,
         tcp_syn_only: 1,
         neighbor_discovery: StageAction::Accept as u8,
-        _pad: [0; 4],
+        related: StageAction::Accept as u8,
+        _pad: [0; 3],
+        ct_timeouts: crate::conntrack::DEFAULT_TIMEOUTS,
     };
 }
 

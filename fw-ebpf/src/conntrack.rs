@@ -6,7 +6,8 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use fw_common::{
     Direction,
     conntrack::{
-        CT_FLAG_FORWARD, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, is_expired, is_original,
+        CT_FLAG_FORWARD, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, TcpWindow, is_expired,
+        is_original,
     },
 };
 
@@ -100,6 +101,8 @@ pub fn touch(entry: *mut CtEntry, original: bool, state: CtState, now: u64, byte
     e.packets[i] += 1;
     e.bytes[i] += bytes;
     e.last_seen_ns = now;
+    e.expires_ns =
+        fw_common::conntrack::expiry(&fw_common::conntrack::DEFAULT_TIMEOUTS, state as u8, now);
     e.state = state as u8;
     if !original {
         e.flags |= CT_FLAG_SEEN_REPLY;
@@ -121,8 +124,14 @@ pub fn create(
     let entry = CtEntry {
         created_ns: now,
         last_seen_ns: now,
+        expires_ns: fw_common::conntrack::expiry(
+            &fw_common::conntrack::DEFAULT_TIMEOUTS,
+            state as u8,
+            now,
+        ),
         packets: [1, 0],
         bytes: [bytes, 0],
+        tcp: [TcpWindow::default(); 2],
         state: state as u8,
         origin: dir as u8,
         flags,

@@ -10,7 +10,10 @@ use std::{collections::HashSet, fs};
 
 use fw_common::{
     Direction,
-    conntrack::{CT_FLAG_ADOPTED, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState},
+    conntrack::{
+        CT_FLAG_ADOPTED, CT_FLAG_LIBERAL, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, Timeouts,
+        expiry,
+    },
     family, ipproto,
 };
 
@@ -89,7 +92,7 @@ fn is_loopback(addr: [u32; 4], fam: u8) -> bool {
     }
 }
 
-fn entries_from(sockets: &[Socket], now_ns: u64) -> Vec<(CtKey, CtEntry)> {
+fn entries_from(sockets: &[Socket], now_ns: u64, timeouts: &Timeouts) -> Vec<(CtKey, CtEntry)> {
     let listening: HashSet<u16> = sockets
         .iter()
         .filter(|s| s.state == TCP_LISTEN)
@@ -122,9 +125,12 @@ fn entries_from(sockets: &[Socket], now_ns: u64) -> Vec<(CtKey, CtEntry)> {
             let entry = CtEntry {
                 created_ns: now_ns,
                 last_seen_ns: now_ns,
+                expires_ns: expiry(timeouts, CtState::TcpEstablished as u8, now_ns),
                 state: CtState::TcpEstablished as u8,
                 origin: origin as u8,
-                flags: CT_FLAG_SEEN_REPLY | CT_FLAG_ADOPTED,
+                // The sequence numbers and window scaling of a connection
+                // opened before we watched are unknown: track it liberally.
+                flags: CT_FLAG_SEEN_REPLY | CT_FLAG_ADOPTED | CT_FLAG_LIBERAL,
                 ..CtEntry::default()
             };
             Some((key, entry))
@@ -133,20 +139,23 @@ fn entries_from(sockets: &[Socket], now_ns: u64) -> Vec<(CtKey, CtEntry)> {
 }
 
 /// Connection-table entries for every established TCP connection of this
-/// network namespace, stamped with the datapath clock `now_ns`.
+/// network namespace, stamped with the datapath clock `now_ns` and expiring
+/// by the policy's `timeouts`.
 #[must_use]
-pub fn established_connections(now_ns: u64) -> Vec<(CtKey, CtEntry)> {
+pub fn established_connections(now_ns: u64, timeouts: &Timeouts) -> Vec<(CtKey, CtEntry)> {
     let mut sockets = Vec::new();
     for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = fs::read_to_string(path) {
             sockets.extend(parse_table(&text));
         }
     }
-    entries_from(&sockets, now_ns)
+    entries_from(&sockets, now_ns, timeouts)
 }
 
 #[cfg(test)]
 mod tests {
+    use fw_common::conntrack::DEFAULT_TIMEOUTS;
+
     use super::*;
 
     const TCP4: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -158,7 +167,7 @@ mod tests {
 
     #[test]
     fn established_ipv4_sockets_become_entries() {
-        let entries = entries_from(&parse_table(TCP4), 7);
+        let entries = entries_from(&parse_table(TCP4), 7, &DEFAULT_TIMEOUTS);
         assert_eq!(entries.len(), 2, "the loopback connection is skipped");
         let (k, e) = &entries[0];
         assert_eq!(k.local[0].to_ne_bytes(), [192, 0, 2, 11]);
@@ -179,7 +188,7 @@ mod tests {
     #[test]
     fn ipv6_and_mapped_addresses() {
         let text = "header\n   0: B80D0120000000000000000011000000:0016 B80D0120000000000000000010000000:9C40 01 0\n   1: 0000000000000000FFFF00000B0200C0:0050 0000000000000000FFFF00000A0200C0:9C41 01 0\n";
-        let entries = entries_from(&parse_table(text), 0);
+        let entries = entries_from(&parse_table(text), 0, &DEFAULT_TIMEOUTS);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].0.family, family::IPV6);
         let bytes: Vec<u8> = entries[0]

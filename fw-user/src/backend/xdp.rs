@@ -126,6 +126,7 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
     let generation = fw_maps.install(compiled)?;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
         super::maps::monotonic_now_ns(),
+        &compiled.header.ct_timeouts,
     ))?;
     let attached = attach_all(layout, ifaces)?;
     Ok(LoadReport {
@@ -199,6 +200,7 @@ fn reload(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> R
     let generation = fw_maps.install(compiled)?;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
         super::maps::monotonic_now_ns(),
+        &compiled.header.ct_timeouts,
     ))?;
     let current = attached_ifaces(layout)?;
     let wanted: BTreeSet<String> = ifaces.iter().cloned().collect();
