@@ -49,12 +49,23 @@ pub const PROG_EGRESS: &str = "fw_egress";
 pub const PROG_INGRESS_REJECT: &str = "fw_ingress_reject";
 /// Builds the REJECT reply on egress; reached by tail call from `fw_egress`.
 pub const PROG_EGRESS_REJECT: &str = "fw_egress_reject";
+/// The rules stage on ingress: reached by tail call from `fw_ingress` with
+/// the packet parked in `FW_PENDING`.
+pub const PROG_INGRESS_RULES: &str = "fw_ingress_rules";
+/// The rules stage on egress; reached by tail call from `fw_egress`.
+pub const PROG_EGRESS_RULES: &str = "fw_egress_rules";
 /// Passes everything: benchmark floor, and the veth peer of tests.
 pub const PROG_PASS: &str = "fw_pass";
 
+/// The XDP programs of the firewall, entry point first.
+pub const XDP_PROGS: [&str; 3] = [PROG_INGRESS, PROG_INGRESS_RULES, PROG_INGRESS_REJECT];
+/// The TC programs of the firewall, entry point first.
+pub const TC_PROGS: [&str; 3] = [PROG_EGRESS, PROG_EGRESS_RULES, PROG_EGRESS_REJECT];
+
 /// Slots of the jump tables.
 pub const JUMP_REJECT: u32 = 0;
-pub const JUMP_ENTRIES: u32 = 1;
+pub const JUMP_RULES: u32 = 1;
+pub const JUMP_ENTRIES: u32 = 2;
 
 /// Default capacity of each connection table (`[conntrack] max_entries`);
 /// the loader sizes both maps before creating them.

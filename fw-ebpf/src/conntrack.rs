@@ -1,17 +1,25 @@
-//! The connection table in the datapath: key building, lookup with lazy
-//! expiry, and entry creation. The state machine itself is in
+//! The connection tables in the datapath: key building, lookup with lazy
+//! expiry, entry creation, and moving entries between the two tables. The
+//! per-packet logic itself (state machine, windows, expiry) is in
 //! `fw_common::conntrack`, shared with the host tests.
+//!
+//! Established flows live in `FW_CONNTRACK`, which never evicts; flows
+//! being opened or closed live in `FW_CT_TRANSIENT`, an LRU, so a flood of
+//! new flows only pushes out other new or closing ones.
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use fw_common::{
     Direction,
     conntrack::{
-        CT_FLAG_FORWARD, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, TcpWindow, is_expired,
-        is_original,
+        CT_FLAG_FORWARD, CtEntry, CtKey, CtState, FRAG_TIMEOUT_NS, FragEntry, FragKey, TcpWindow,
+        Timeouts, ct_apply, is_expired, is_original, is_transient_state,
     },
 };
 
-use crate::{maps::FW_CONNTRACK, parse::Headers};
+use crate::{
+    maps::{FW_CONNTRACK, FW_CT_TRANSIENT, FW_FRAGS},
+    parse::Headers,
+};
 
 /// `-EEXIST`, as map helpers return it.
 const NEG_EEXIST: i32 = -17;
@@ -36,8 +44,9 @@ pub fn flow_key(h: &Headers, dir: Direction, local_port: u16, remote_port: u16) 
 /// A flow found for a packet.
 pub struct Found {
     pub entry: *mut CtEntry,
-    /// The entry's key (the reversed one for the far side of a routed flow).
-    pub key: CtKey,
+    /// The entry is keyed by the packet's key reversed (the far side of a
+    /// routed flow).
+    pub reversed: bool,
     /// The packet travels in the flow's original direction.
     pub original: bool,
     /// A flow routed through the host.
@@ -54,16 +63,12 @@ pub fn find(key: &CtKey, now: u64, dir: Direction) -> Option<Found> {
         let entry = unsafe { &*e };
         return Some(Found {
             entry: e,
-            key: *key,
+            reversed: false,
             original: is_original(entry, dir),
             forward: entry.flags & CT_FLAG_FORWARD != 0,
         });
     }
-    let mut rev = *key;
-    rev.local = key.remote;
-    rev.remote = key.local;
-    rev.local_port = key.remote_port;
-    rev.remote_port = key.local_port;
+    let rev = reversed(key);
     let e = lookup(&rev, now)?;
     // SAFETY: pointer from a map lookup.
     if unsafe { (*e).flags } & CT_FLAG_FORWARD == 0 {
@@ -73,75 +78,158 @@ pub fn find(key: &CtKey, now: u64, dir: Direction) -> Option<Found> {
     // egress it is the original packet leaving by the other interface.
     Some(Found {
         entry: e,
-        key: rev,
+        reversed: true,
         original: dir == Direction::Egress,
         forward: true,
     })
 }
 
-/// The live entry for `key`, reclaiming it if it has expired.
+/// The key of the same flow seen from its other end.
+#[inline(always)]
+pub fn reversed(key: &CtKey) -> CtKey {
+    let mut rev = *key;
+    rev.local = key.remote;
+    rev.remote = key.local;
+    rev.local_port = key.remote_port;
+    rev.remote_port = key.local_port;
+    rev
+}
+
+/// The live entry for `key` in either table, reclaiming it if expired.
 #[inline(always)]
 pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
-    let entry = FW_CONNTRACK.get_ptr_mut(key)?;
-    // SAFETY: the map returned a valid pointer to a value of this type.
+    if let Some(entry) = FW_CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: the map returned a valid pointer to a value of this type.
+        if is_expired(unsafe { &*entry }, now) {
+            let _ = FW_CONNTRACK.remove(key);
+            return None;
+        }
+        return Some(entry);
+    }
+    let entry = FW_CT_TRANSIENT.get_ptr_mut(key)?;
+    // SAFETY: as above.
     if is_expired(unsafe { &*entry }, now) {
-        let _ = FW_CONNTRACK.remove(key);
+        let _ = FW_CT_TRANSIENT.remove(key);
         return None;
     }
     Some(entry)
 }
 
-/// Record a packet on an existing entry.
+/// Forget a flow (a TCP connection reopened from TIME_WAIT or CLOSE).
 #[inline(always)]
-pub fn touch(entry: *mut CtEntry, original: bool, state: CtState, now: u64, bytes: u64) {
-    // SAFETY: pointer from a map lookup. Concurrent updates from other CPUs
-    // may race; the worst outcome is a slightly stale counter or timestamp.
+pub fn forget(key: &CtKey) {
+    let _ = FW_CONNTRACK.remove(key);
+    let _ = FW_CT_TRANSIENT.remove(key);
+}
+
+/// Record an accepted packet on the entry of `key` (looked up again: it
+/// may have moved or expired since the packet was judged), and move the
+/// entry to the table its new state belongs in.
+#[expect(clippy::too_many_arguments, reason = "one packet's worth of facts")]
+#[inline(always)]
+pub fn update(
+    key: &CtKey,
+    original: bool,
+    next: CtState,
+    now: u64,
+    timeouts: &Timeouts,
+    bytes: u64,
+    windows: Option<&[TcpWindow; 2]>,
+) {
+    let was_transient;
+    let entry = if let Some(e) = FW_CONNTRACK.get_ptr_mut(key) {
+        was_transient = false;
+        e
+    } else if let Some(e) = FW_CT_TRANSIENT.get_ptr_mut(key) {
+        was_transient = true;
+        e
+    } else {
+        // Evicted or expired meanwhile: nothing to update.
+        return;
+    };
+    // SAFETY: pointer from a map lookup. Another CPU may update the same
+    // entry concurrently; the worst outcome is a slightly stale counter.
     let e = unsafe { &mut *entry };
-    let i = if original { 0 } else { 1 };
-    e.packets[i] += 1;
-    e.bytes[i] += bytes;
-    e.last_seen_ns = now;
-    e.expires_ns =
-        fw_common::conntrack::expiry(&fw_common::conntrack::DEFAULT_TIMEOUTS, state as u8, now);
-    e.state = state as u8;
-    if !original {
-        e.flags |= CT_FLAG_SEEN_REPLY;
+    ct_apply(e, original, next, now, timeouts, bytes, windows);
+    if is_transient_state(next as u8) == was_transient {
+        return;
+    }
+    // The helpers copy the value straight from the old table's memory.
+    let e: &CtEntry = e;
+    if was_transient {
+        // Established: into the table that never evicts. If that table is
+        // full, the flow stays where it is (still tracked, evictable).
+        if FW_CONNTRACK.insert(key, e, u64::from(BPF_ANY)).is_ok() {
+            let _ = FW_CT_TRANSIENT.remove(key);
+        }
+    } else if FW_CT_TRANSIENT.insert(key, e, u64::from(BPF_ANY)).is_ok() {
+        // Closing: from now on it may be evicted before established flows.
+        let _ = FW_CONNTRACK.remove(key);
     }
 }
 
-/// Create the entry for a new flow the policy accepted. `Err` when the
-/// table refused the insert.
+/// Insert `entry` (built by `ct_init` in scratch space) for a new flow in
+/// state `state`, into the table that state belongs in. `Err` when no
+/// table took it.
 #[inline(always)]
-pub fn create(
-    key: &CtKey,
-    dir: Direction,
-    state: CtState,
-    rule: u16,
-    now: u64,
-    bytes: u64,
-    flags: u8,
-) -> Result<(), ()> {
-    let entry = CtEntry {
-        created_ns: now,
-        last_seen_ns: now,
-        expires_ns: fw_common::conntrack::expiry(
-            &fw_common::conntrack::DEFAULT_TIMEOUTS,
-            state as u8,
-            now,
-        ),
-        packets: [1, 0],
-        bytes: [bytes, 0],
-        tcp: [TcpWindow::default(); 2],
-        state: state as u8,
-        origin: dir as u8,
-        flags,
-        _pad0: 0,
-        rule,
-        _pad1: [0; 2],
+pub fn create(key: &CtKey, entry: &CtEntry, state: CtState) -> Result<(), ()> {
+    let flags = u64::from(BPF_NOEXIST);
+    let res = if is_transient_state(state as u8) {
+        FW_CT_TRANSIENT.insert(key, entry, flags)
+    } else {
+        match FW_CONNTRACK.insert(key, entry, flags) {
+            Ok(()) => Ok(()),
+            Err(NEG_EEXIST) => Err(NEG_EEXIST),
+            // The established table is full: track it as evictable.
+            Err(_) => FW_CT_TRANSIENT.insert(key, entry, flags),
+        }
     };
-    match FW_CONNTRACK.insert(key, entry, u64::from(BPF_NOEXIST)) {
+    match res {
         // Ok, or another CPU created the same flow a moment ago: tracked.
         Ok(()) | Err(NEG_EEXIST) => Ok(()),
         Err(_) => Err(()),
     }
+}
+
+/// Fill `key` with the `FW_FRAGS` key of a fragment's datagram (in
+/// place: the key is built in per-CPU space, not on the stack).
+#[inline(always)]
+pub fn fill_frag_key(key: &mut FragKey, h: &Headers) {
+    key.src = h.src;
+    key.dst = h.dst;
+    key.id = h.frag_id;
+    key.proto = h.proto;
+    key.family = h.family;
+    key._pad = [0; 2];
+}
+
+/// Remember that the first fragment of a datagram was accepted.
+#[inline(always)]
+pub fn remember_fragment(key: &FragKey, l4_end: u16, now: u64) {
+    let entry = FragEntry {
+        expires_ns: now + FRAG_TIMEOUT_NS,
+        l4_end,
+        _pad: [0; 6],
+    };
+    let _ = FW_FRAGS.insert(key, &entry, u64::from(BPF_ANY));
+}
+
+/// May this later fragment pass: was its datagram's first fragment
+/// accepted, recently, and does it stay clear of the layer-4 header?
+#[inline(always)]
+pub fn fragment_allowed(h: &Headers, now: u64) -> bool {
+    let mut key = FragKey::default();
+    fill_frag_key(&mut key, h);
+    let key = &key;
+    let frag_off = h.frag_off;
+    let Some(e) = FW_FRAGS.get_ptr(key) else {
+        return false;
+    };
+    // SAFETY: pointer from a map lookup.
+    let e = unsafe { &*e };
+    if now > e.expires_ns {
+        let _ = FW_FRAGS.remove(key);
+        return false;
+    }
+    frag_off >= e.l4_end
 }

@@ -31,13 +31,35 @@ pub fn fw_ingress(ctx: XdpContext) -> u32 {
         reason = "interface indexes are 32-bit"
     )]
     let ifindex = ctx.ingress_ifindex() as u32;
-    match pipeline::process(ctx.ctx.cast(), &pkt, Direction::Ingress, ifindex) {
+    xdp_verdict(
+        &ctx,
+        pipeline::process(ctx.ctx.cast(), &pkt, Direction::Ingress, ifindex),
+    )
+}
+
+/// The rules stage on ingress, tail-called by `fw_ingress` with the packet
+/// parked in `FW_PENDING`. A program of its own, so the verifier checks the
+/// classifier once instead of once per way a packet can reach it.
+#[xdp]
+pub fn fw_ingress_rules(ctx: XdpContext) -> u32 {
+    xdp_verdict(&ctx, pipeline::rules(Direction::Ingress))
+}
+
+#[inline(always)]
+fn xdp_verdict(ctx: &XdpContext, verdict: Verdict) -> u32 {
+    match verdict {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Rules => {
+            // SAFETY: the loader filled the slot with `fw_ingress_rules`;
+            // if it is empty the call returns and the packet is dropped.
+            unsafe { maps::FW_JUMP_XDP.tail_call(ctx, fw_common::maps::JUMP_RULES) };
+            xdp_action::XDP_DROP
+        }
         Verdict::Reject => {
             // SAFETY: the loader filled the slot with `fw_ingress_reject`;
             // if it is empty the call returns and the packet is dropped.
-            unsafe { maps::FW_JUMP_XDP.tail_call(&ctx, fw_common::maps::JUMP_REJECT) };
+            unsafe { maps::FW_JUMP_XDP.tail_call(ctx, fw_common::maps::JUMP_REJECT) };
             xdp_action::XDP_DROP
         }
     }
@@ -69,13 +91,33 @@ pub fn fw_egress(ctx: TcContext) -> i32 {
     let pkt = Packet::new(ctx.data(), ctx.data_end(), len as usize);
     // SAFETY: reading a field of the context the kernel passed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match pipeline::process(ctx.skb.skb.cast(), &pkt, Direction::Egress, ifindex) {
+    tc_verdict(
+        &ctx,
+        pipeline::process(ctx.skb.skb.cast(), &pkt, Direction::Egress, ifindex),
+    )
+}
+
+/// The rules stage on egress, tail-called by `fw_egress`.
+#[classifier]
+pub fn fw_egress_rules(ctx: TcContext) -> i32 {
+    tc_verdict(&ctx, pipeline::rules(Direction::Egress))
+}
+
+#[inline(always)]
+fn tc_verdict(ctx: &TcContext, verdict: Verdict) -> i32 {
+    match verdict {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Rules => {
+            // SAFETY: the loader filled the slot with `fw_egress_rules`;
+            // if it is empty the call returns and the packet is dropped.
+            unsafe { maps::FW_JUMP_TC.tail_call(ctx, fw_common::maps::JUMP_RULES) };
+            TC_ACT_SHOT
+        }
         Verdict::Reject => {
             // SAFETY: the loader filled the slot with `fw_egress_reject`;
             // if it is empty the call returns and the packet is dropped.
-            unsafe { maps::FW_JUMP_TC.tail_call(&ctx, fw_common::maps::JUMP_REJECT) };
+            unsafe { maps::FW_JUMP_TC.tail_call(ctx, fw_common::maps::JUMP_REJECT) };
             TC_ACT_SHOT
         }
     }

@@ -4,7 +4,11 @@
 
 use core::mem::size_of;
 
-use fw_common::{family, ipproto};
+use crate::maps::FW_CURSOR;
+use fw_common::{
+    conntrack::{CtKey, NO_WSCALE},
+    family, ipproto,
+};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -94,6 +98,8 @@ pub enum ParseError {
     NotIp,
     /// Truncated or inconsistent headers: dropped.
     Malformed,
+    /// A first fragment that does not hold its whole layer-4 header.
+    TinyFragment,
 }
 
 /// Where a packet sits in a fragmented datagram.
@@ -130,8 +136,25 @@ pub struct Headers {
     /// TCP sequence and acknowledgement numbers (host order), data offset.
     pub tcp_seq: u32,
     pub tcp_ack: u32,
+    /// TCP window field (unscaled) and window-scale option of a SYN
+    /// (`NO_WSCALE` when absent).
+    pub tcp_win: u16,
+    pub tcp_wscale: u8,
+    /// Bytes of TCP payload.
+    pub tcp_payload: u32,
+    /// TCP header length in bytes (data offset × 4).
+    pub tcp_hlen: u8,
     /// Bytes of the IP datagram as its header says (0 when unknown).
     pub ip_len: usize,
+    /// Fragment identification (IPv4: 16 bits) and offset in bytes.
+    pub frag_id: u32,
+    pub frag_off: u16,
+    /// First fragment: bytes from the start of the fragmentable part to the
+    /// end of the layer-4 header.
+    pub frag_l4_end: u16,
+    /// Offset of the fragmentable part (after the IPv6 fragment header, or
+    /// the IPv4 header).
+    frag_data_off: u16,
 }
 
 impl Headers {
@@ -153,14 +176,25 @@ impl Headers {
             nh_off: 0,
             tcp_seq: 0,
             tcp_ack: 0,
+            tcp_win: 0,
+            tcp_wscale: NO_WSCALE,
+            tcp_payload: 0,
+            tcp_hlen: 0,
             ip_len: 0,
+            frag_id: 0,
+            frag_off: 0,
+            frag_l4_end: 0,
+            frag_data_off: 0,
         }
     }
 }
 
 /// Parse Ethernet (with up to two VLAN tags), IP and the layer-4 header.
 #[inline(always)]
-pub fn parse(pkt: &Packet, strict_lengths: bool) -> Result<Headers, ParseError> {
+///
+/// `tcp_options`: also read a SYN's window-scale option (connection
+/// tracking needs it; the REJECT builders do not, and skip the loop).
+pub fn parse(pkt: &Packet, strict_lengths: bool, tcp_options: bool) -> Result<Headers, ParseError> {
     let eth: *const EthHdr = pkt.ptr_at(0).ok_or(ParseError::Malformed)?;
     // SAFETY: bounds-checked by ptr_at.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -183,7 +217,7 @@ pub fn parse(pkt: &Packet, strict_lengths: bool) -> Result<Headers, ParseError> 
     };
     h.l4_off = l4_off;
     if h.fragment != Fragment::Later {
-        parse_l4(pkt, l4_off, &mut h)?;
+        parse_l4(pkt, l4_off, &mut h, tcp_options)?;
     }
     Ok(h)
 }
@@ -224,6 +258,9 @@ fn parse_ipv4(
     };
     h.family = family::IPV4;
     h.ip_len = tot_len;
+    h.frag_id = u32::from(u16::from_be_bytes(ip.id));
+    h.frag_off = offset << 3;
+    h.frag_data_off = (off + ihl) as u16;
     h.nh_off = off + 9;
     h.proto = ip.proto;
     h.hop_limit = ip.ttl;
@@ -295,6 +332,9 @@ fn parse_ipv6(
             IPV6_NEXT_FRAGMENT => {
                 let frag = u16::from_be_bytes([ext[2], ext[3]]);
                 let offset = frag >> 3;
+                h.frag_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
+                h.frag_off = offset << 3;
+                h.frag_data_off = (cur + 8) as u16;
                 let more = frag & 1 != 0;
                 h.fragment = if offset != 0 {
                     Fragment::Later
@@ -320,10 +360,16 @@ fn parse_ipv6(
 }
 
 #[inline(always)]
-fn parse_l4(pkt: &Packet, off: usize, h: &mut Headers) -> Result<(), ParseError> {
+fn parse_l4(
+    pkt: &Packet,
+    off: usize,
+    h: &mut Headers,
+    tcp_options: bool,
+) -> Result<(), ParseError> {
     // Each header is read through one checked pointer: the compiler merges
     // repeated bounds checks, and the verifier only trusts the pointer that
     // was checked.
+    let mut l4_len = 0;
     match h.proto {
         ipproto::TCP => {
             let tcp: *const [u8; 20] = pkt.ptr_at(off).ok_or(ParseError::Malformed)?;
@@ -335,11 +381,25 @@ fn parse_l4(pkt: &Packet, off: usize, h: &mut Headers) -> Result<(), ParseError>
             h.tcp_flags = tcp[13];
             h.tcp_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
             h.tcp_ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-            // The options must be inside the packet; a first fragment that
-            // splits the TCP header ends up here as malformed.
+            h.tcp_win = u16::from_be_bytes([tcp[14], tcp[15]]);
+            // The options must be inside the packet.
             if doff < 20 || off + doff > pkt.len {
                 return Err(ParseError::Malformed);
             }
+            if tcp_options && h.tcp_flags & fw_common::conntrack::tcp_flags::SYN != 0 {
+                h.tcp_wscale = window_scale(pkt, off, doff);
+            }
+            // The datagram's own length, not the frame's (which may be
+            // padded); GSO packets on egress may say 0 (BIG TCP): then the
+            // skb's length is the datagram.
+            let end = if h.ip_len == 0 {
+                pkt.len
+            } else {
+                h.l3_off + h.ip_len
+            };
+            h.tcp_payload = end.saturating_sub(off + doff) as u32;
+            h.tcp_hlen = doff as u8;
+            l4_len = doff;
         }
         ipproto::UDP => {
             let udp: *const UdpHdr = pkt.ptr_at(off).ok_or(ParseError::Malformed)?;
@@ -347,6 +407,7 @@ fn parse_l4(pkt: &Packet, off: usize, h: &mut Headers) -> Result<(), ParseError>
             let udp = unsafe { &*udp };
             h.sport = u16::from_be_bytes(udp.src);
             h.dport = u16::from_be_bytes(udp.dst);
+            l4_len = UdpHdr::LEN;
         }
         ipproto::ICMP | ipproto::ICMPV6 => {
             // Type, code, checksum, then the rest-of-header word.
@@ -355,8 +416,152 @@ fn parse_l4(pkt: &Packet, off: usize, h: &mut Headers) -> Result<(), ParseError>
             let icmp = unsafe { &*icmp };
             h.icmp_type = icmp[0];
             h.icmp_id = u16::from_be_bytes([icmp[4], icmp[5]]);
+            l4_len = 8;
         }
         _ => {}
     }
+    if h.fragment == Fragment::First {
+        // The verdict on a fragmented datagram is made on its first
+        // fragment, so that fragment must hold the whole layer-4 header
+        // inside its own payload (a tiny fragment splitting the TCP header
+        // is the classic evasion, RFC 1858).
+        let header_end = off + l4_len;
+        let data_off = usize::from(h.frag_data_off);
+        if h.ip_len == 0 || header_end > h.l3_off + h.ip_len || header_end < data_off {
+            return Err(ParseError::TinyFragment);
+        }
+        h.frag_l4_end = (header_end - data_off) as u16;
+    }
     Ok(())
+}
+
+/// The window-scale option of a SYN, `NO_WSCALE` without one. Options are
+/// walked one at a time (at most 40 bytes of them).
+///
+/// The position lives in a per-CPU map, not in a register: the verifier
+/// then knows nothing of it on each pass but its mask, so every way through
+/// the loop reaches the loop head in the same state and is pruned, instead
+/// of being followed once per possible option layout.
+#[inline(always)]
+fn window_scale(pkt: &Packet, off: usize, doff: usize) -> u8 {
+    const OPT_EOL: u8 = 0;
+    const OPT_NOP: u8 = 1;
+    const OPT_WSCALE: u8 = 3;
+    let Some(cursor) = FW_CURSOR.get_ptr_mut(0) else {
+        return NO_WSCALE;
+    };
+    // SAFETY: per-CPU slot from a map lookup, used only by this program run.
+    unsafe { *cursor = 20 };
+    for _ in 0..40 {
+        // SAFETY: as above.
+        let rel = (unsafe { *cursor } & 63) as usize;
+        if rel + 2 > doff {
+            break;
+        }
+        let Some(p) = pkt.ptr_at::<[u8; 3]>(off + rel) else {
+            break;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        let [kind, len, value] = unsafe { *p };
+        if kind == OPT_EOL {
+            break;
+        }
+        if kind == OPT_WSCALE && len == 3 && rel + 3 <= doff {
+            return value;
+        }
+        let step = if kind == OPT_NOP {
+            1
+        } else if len < 2 {
+            break;
+        } else {
+            u32::from(len)
+        };
+        // SAFETY: as above.
+        unsafe { *cursor = rel as u32 + step };
+    }
+    NO_WSCALE
+}
+
+/// Is this ICMP/ICMPv6 type an error that quotes the packet it is about
+/// (and so may be RELATED to a connection)? Destination unreachable
+/// (including fragmentation needed), time exceeded, parameter problem;
+/// for ICMPv6 also packet too big.
+#[inline(always)]
+pub fn is_icmp_error(h: &Headers) -> bool {
+    match h.proto {
+        ipproto::ICMP => matches!(h.icmp_type, 3 | 11 | 12),
+        ipproto::ICMPV6 => matches!(h.icmp_type, 1..=4),
+        _ => false,
+    }
+}
+
+/// The connection key of the packet an ICMP error quotes, as the host
+/// would key it: the quoted packet travelled the other way (an error
+/// arriving on ingress is about a packet the host sent). `None` when the
+/// quote is truncated (less than the IP header and 8 bytes of layer 4) or
+/// not of the error's own family.
+#[inline(always)]
+pub fn quoted_key(pkt: &Packet, h: &Headers, ingress: bool) -> Option<CtKey> {
+    let off = h.l4_off + 8;
+    let mut key = CtKey::default();
+    let (src, dst, l4_off) = if h.family == family::IPV4 {
+        let ip: *const [u8; 20] = pkt.ptr_at(off)?;
+        // SAFETY: bounds-checked by ptr_at.
+        let ip = unsafe { &*ip };
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ip[0] >> 4 != 4 || ihl < 20 {
+            return None;
+        }
+        key.proto = ip[9];
+        let mut src = [0u32; 4];
+        let mut dst = [0u32; 4];
+        src[0] = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        dst[0] = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        (src, dst, off + ihl)
+    } else {
+        let ip: *const [u8; 40] = pkt.ptr_at(off)?;
+        // SAFETY: bounds-checked by ptr_at.
+        let ip = unsafe { &*ip };
+        if ip[0] >> 4 != 6 {
+            return None;
+        }
+        key.proto = ip[6];
+        let mut src = [0u32; 4];
+        let mut dst = [0u32; 4];
+        for i in 0..4 {
+            let s = 8 + i * 4;
+            let d = 24 + i * 4;
+            src[i] = u32::from_ne_bytes([ip[s], ip[s + 1], ip[s + 2], ip[s + 3]]);
+            dst[i] = u32::from_ne_bytes([ip[d], ip[d + 1], ip[d + 2], ip[d + 3]]);
+        }
+        (src, dst, off + 40)
+    };
+    let l4: *const [u8; 8] = pkt.ptr_at(l4_off)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let l4 = unsafe { &*l4 };
+    let (sport, dport) = match key.proto {
+        ipproto::TCP | ipproto::UDP => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        // Echo flows are keyed by their identifier on both ends.
+        ipproto::ICMP | ipproto::ICMPV6 => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    key.family = h.family;
+    if ingress {
+        key.local = src;
+        key.remote = dst;
+        key.local_port = sport;
+        key.remote_port = dport;
+    } else {
+        key.local = dst;
+        key.remote = src;
+        key.local_port = dport;
+        key.remote_port = sport;
+    }
+    Some(key)
 }

@@ -16,8 +16,8 @@ use fw_common::{
 use fw_common::policy::bucket_take;
 
 use crate::maps::{
-    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES, FW_SCRATCH, FW_SRC,
-    FW_TABLES,
+    FW_CLASSES, FW_CONFIG, FW_CURSOR, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES,
+    FW_SCRATCH, FW_SRC, FW_TABLES,
 };
 
 /// The policy generation in force and the clock, read once per packet so a
@@ -206,8 +206,14 @@ fn first_match(g: u32, c: Chain, q: &Query, iface_default: u32, now: u64) -> Opt
             & fields[7].words[w]
             & fields[8].words[w];
     }
+    let cursor = FW_CURSOR.get_ptr_mut(0)?;
     for _ in 0..MAX_MATCH_STEPS {
-        let rule = lowest_bit(acc)?;
+        // The rule number goes through per-CPU memory: the verifier then
+        // knows only its bound, and the 16 ways out of `lowest_bit` reach
+        // the next step as one state instead of multiplying step by step.
+        // SAFETY: per-CPU slot from a map lookup, used only by this run.
+        unsafe { *cursor = lowest_bit(acc)? };
+        let rule = unsafe { *cursor } % fw_common::policy::MAX_RULES_U32;
         let slot = rule_index(g, c, rule);
         let meta = FW_RULES.get(slot)?;
         let action = Action::from_u8(meta.action);

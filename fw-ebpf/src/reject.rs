@@ -83,7 +83,7 @@ pub fn xdp(ctx: &XdpContext) -> u32 {
     // This program is verified on its own, so parsing the frame again here
     // costs the main program nothing.
     let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
-    let Ok(h) = parse::parse(&pkt, true) else {
+    let Ok(h) = parse::parse(&pkt, true, false) else {
         return xdp_action::XDP_DROP;
     };
     if !may_answer(&h) {
@@ -112,7 +112,7 @@ pub fn tc(ctx: &TcContext) -> i32 {
     };
     let with = p.reject_with;
     let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.len() as usize);
-    let Ok(h) = parse::parse(&pkt, false) else {
+    let Ok(h) = parse::parse(&pkt, false, false) else {
         return TC_ACT_SHOT;
     };
     if !may_answer(&h) {
@@ -330,7 +330,7 @@ fn rst_segment(h: &Headers, doff: usize, src: &[u8; 16], dst: &[u8; 16]) -> [u8;
 #[inline(always)]
 fn tcp_reset(ctx: &XdpContext, pkt: &Packet, h: &Headers) -> Option<()> {
     let l3 = h.l3_off;
-    let doff = usize::from(*pkt_byte(pkt, h.l4_off + 12)? >> 4) * 4;
+    let doff = usize::from(h.tcp_hlen);
     let v6 = h.family == family::IPV6;
     let (src, dst) = reply_addrs(h);
     let tcp = rst_segment(h, doff, &src, &dst);

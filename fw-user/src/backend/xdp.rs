@@ -111,12 +111,12 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
         _ => Error::bpf("cannot load the kernel programs", e),
     })?;
     load_programs(&mut ebpf)?;
-    for name in [maps::PROG_INGRESS, maps::PROG_INGRESS_REJECT] {
+    for name in maps::XDP_PROGS {
         let xdp: &mut Xdp = program(&mut ebpf, name)?;
         xdp.pin(layout.prog(name))
             .map_err(pin_err(format!("cannot pin the XDP program `{name}`")))?;
     }
-    for name in [maps::PROG_EGRESS, maps::PROG_EGRESS_REJECT] {
+    for name in maps::TC_PROGS {
         let tc: &mut SchedClassifier = program(&mut ebpf, name)?;
         tc.pin(layout.prog(name))
             .map_err(pin_err(format!("cannot pin the TC program `{name}`")))?;
@@ -143,12 +143,12 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
 /// # Errors
 /// The verifier rejected a program; the error carries its log.
 pub fn load_programs(ebpf: &mut aya::Ebpf) -> Result<()> {
-    for name in [maps::PROG_INGRESS, maps::PROG_INGRESS_REJECT] {
+    for name in maps::XDP_PROGS {
         let xdp: &mut Xdp = program(ebpf, name)?;
         xdp.load()
             .map_err(|e| Error::bpf(format!("the kernel rejected the XDP program `{name}`"), e))?;
     }
-    for name in [maps::PROG_EGRESS, maps::PROG_EGRESS_REJECT] {
+    for name in maps::TC_PROGS {
         let tc: &mut SchedClassifier = program(ebpf, name)?;
         tc.load()
             .map_err(|e| Error::bpf(format!("the kernel rejected the TC program `{name}`"), e))?;
@@ -156,28 +156,33 @@ pub fn load_programs(ebpf: &mut aya::Ebpf) -> Result<()> {
     Ok(())
 }
 
-/// Point the tail-call slots at the REJECT reply programs.
+/// Point the tail-call slots at the rules stage and the REJECT reply
+/// programs.
 ///
 /// # Errors
 /// A program is not loaded, or the map write failed.
 pub fn fill_jump_table(ebpf: &mut aya::Ebpf, fw_maps: &mut FwMaps) -> Result<()> {
     let fail = |e| Error::bpf("cannot fill the jump tables", e);
-    let xdp: &mut Xdp = program(ebpf, maps::PROG_INGRESS_REJECT)?;
-    let fd = xdp
-        .fd()
-        .map_err(|e| Error::bpf("the REJECT program has no descriptor", e))?;
-    fw_maps
-        .jump_xdp
-        .set(maps::JUMP_REJECT, fd, 0)
-        .map_err(fail)?;
-    let tc: &mut SchedClassifier = program(ebpf, maps::PROG_EGRESS_REJECT)?;
-    let fd = tc
-        .fd()
-        .map_err(|e| Error::bpf("the REJECT program has no descriptor", e))?;
-    fw_maps
-        .jump_tc
-        .set(maps::JUMP_REJECT, fd, 0)
-        .map_err(fail)?;
+    let no_fd = |name: &str| {
+        let name = name.to_owned();
+        move |e| Error::bpf(format!("the program `{name}` has no descriptor"), e)
+    };
+    for (slot, name) in [
+        (maps::JUMP_RULES, maps::PROG_INGRESS_RULES),
+        (maps::JUMP_REJECT, maps::PROG_INGRESS_REJECT),
+    ] {
+        let xdp: &mut Xdp = program(ebpf, name)?;
+        let fd = xdp.fd().map_err(no_fd(name))?;
+        fw_maps.jump_xdp.set(slot, fd, 0).map_err(fail)?;
+    }
+    for (slot, name) in [
+        (maps::JUMP_RULES, maps::PROG_EGRESS_RULES),
+        (maps::JUMP_REJECT, maps::PROG_EGRESS_REJECT),
+    ] {
+        let tc: &mut SchedClassifier = program(ebpf, name)?;
+        let fd = tc.fd().map_err(no_fd(name))?;
+        fw_maps.jump_tc.set(slot, fd, 0).map_err(fail)?;
+    }
     Ok(())
 }
 

@@ -9,6 +9,12 @@
 //! (`net/netfilter/nf_conntrack_proto_tcp.c`); sequence-window checks are not
 //! part of this table.
 
+mod track;
+mod window;
+
+pub use track::{ZERO_WINDOW, ct_apply, ct_init, ct_new, tcp_judge};
+pub use window::{after, before, seg_end, tcp_window, window_open};
+
 use crate::Direction;
 
 /// Key of `FW_CONNTRACK`. Zero-initialise before filling: the padding is
@@ -233,8 +239,14 @@ pub const DEFAULT_TIMEOUTS: Timeouts = {
 
 /// When an entry in `state` seen at `now_ns` expires under `timeouts`.
 #[must_use]
-pub const fn expiry(timeouts: &Timeouts, state: u8, now_ns: u64) -> u64 {
-    now_ns + timeouts[(state & 15) as usize] as u64 * 1_000_000_000
+#[inline(always)]
+pub fn expiry(timeouts: &Timeouts, state: u8, now_ns: u64) -> u64 {
+    // The index is masked after a volatile read: the compiler knows a state
+    // that came from a `CtState` is below 14 and would drop the mask, but
+    // the BPF verifier does not know that and must see the bound.
+    // SAFETY: a read of a local.
+    let i = unsafe { core::ptr::read_volatile(&raw const state) } & 15;
+    now_ns + u64::from(timeouts[i as usize]) * 1_000_000_000
 }
 
 /// Has `entry` outlived its timeout at `now_ns`?
@@ -363,6 +375,10 @@ pub enum TcpStep {
     Ignore,
     /// Drop without touching the entry.
     Invalid,
+    /// A pure SYN on a flow in TIME_WAIT or CLOSE: the old connection is
+    /// over and this is a new one (RFC 1122 4.2.2.13). The caller forgets
+    /// the entry and handles the packet as NEW, as netfilter does.
+    Reopen,
 }
 
 // Shorthands for the transition table. Columns are indexed by the state's
