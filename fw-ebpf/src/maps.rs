@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use fw_common::{
     config::FwConfig,
-    conntrack::{CtEntry, CtKey},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     counters::{Counter, CounterValue},
-    maps::{CONNTRACK_MAX_ENTRIES, JUMP_ENTRIES},
+    maps::{CONNTRACK_MAX_ENTRIES, FRAG_MAX_ENTRIES, JUMP_ENTRIES},
     policy::{
         ADDR_TRIE_MAX_ENTRIES, AddrKey, Bucket, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES,
         IfaceKey, PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
@@ -45,8 +45,19 @@ pub static FW_DST: LpmTrie<AddrKey, u32> =
 pub static FW_IFACES: HashMap<IfaceKey, u32> = HashMap::with_max_entries(IFACE_MAX_ENTRIES, 0);
 
 #[map]
-pub static FW_CONNTRACK: LruHashMap<CtKey, CtEntry> =
+pub static FW_CONNTRACK: HashMap<CtKey, CtEntry> =
+    HashMap::with_max_entries(CONNTRACK_MAX_ENTRIES, 0);
+
+/// Flows being opened or closed; evicts its least recently used entry when
+/// full, so a flood of new flows cannot push out established ones.
+#[map]
+pub static FW_CT_TRANSIENT: LruHashMap<CtKey, CtEntry> =
     LruHashMap::with_max_entries(CONNTRACK_MAX_ENTRIES, 0);
+
+/// First fragments accepted, so that the rest of their datagram may follow.
+#[map]
+pub static FW_FRAGS: LruHashMap<FragKey, FragEntry> =
+    LruHashMap::with_max_entries(FRAG_MAX_ENTRIES, 0);
 
 #[map]
 pub static FW_COUNTERS: PerCpuArray<CounterValue> =
