@@ -74,10 +74,14 @@ struct RawConntrack {
     icmp: Option<Spanned<RawWord>>,
 }
 
+/// A `[conntrack]` timeout key, its value if written, and the connection
+/// states it sets.
+type TimeoutKey<'a> = (&'static str, Option<&'a Spanned<RawWord>>, &'static [CtState]);
+
 impl RawConntrack {
     /// Every timeout key, with the connection states it sets (netfilter's
     /// sysctl names: `nf_conntrack_tcp_timeout_syn_sent` and so on).
-    fn timeouts(&self) -> [(&'static str, Option<&Spanned<RawWord>>, &'static [CtState]); 11] {
+    fn timeouts(&self) -> [TimeoutKey<'_>; 11] {
         use CtState::{
             IcmpReplied, IcmpUnreplied, TcpClose, TcpCloseWait, TcpEstablished, TcpFinWait,
             TcpLastAck, TcpSynRecv, TcpSynSent, TcpSynSent2, TcpTimeWait, UdpReplied, UdpUnreplied,
