@@ -237,8 +237,10 @@ where
 fn reload(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> Result<LoadReport> {
     let mut fw_maps = FwMaps::open_pinned(&layout.maps_dir())?;
     let generation = fw_maps.install(compiled)?;
+    // Stamped with the datapath's clock, which tests move forward.
+    let now = super::maps::monotonic_now_ns() + fw_maps.config()?.clock_offset_ns;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
-        super::maps::monotonic_now_ns(),
+        now,
         &compiled.header.ct_timeouts,
     ))?;
     let current = attached_ifaces(layout)?;

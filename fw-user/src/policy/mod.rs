@@ -5,7 +5,7 @@
 //! and compiled without error.
 
 mod compile;
-mod icmp;
+pub(crate) mod icmp;
 mod parse;
 
 use std::{collections::BTreeMap, fmt};
