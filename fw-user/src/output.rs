@@ -36,13 +36,13 @@ pub fn status_table(s: &Status) -> String {
     let ct = &s.conntrack;
     let _ = writeln!(
         out,
-        "\nconnection tables: {} connections (`fw-user conntrack list` shows them)",
+        "\nconnection table: {} connections (`fw-user conntrack list` shows them)",
         ct.entries
     );
     for t in ct.tables.iter().chain([&ct.fragments]) {
         let _ = writeln!(
             out,
-            "  {:<12} {:>8} of {:<8} ({})",
+            "  {:<12} {:>8} of {:<8} {}",
             t.name, t.entries, t.max_entries, t.map
         );
     }

@@ -76,7 +76,11 @@ struct RawConntrack {
 
 /// A `[conntrack]` timeout key, its value if written, and the connection
 /// states it sets.
-type TimeoutKey<'a> = (&'static str, Option<&'a Spanned<RawWord>>, &'static [CtState]);
+type TimeoutKey<'a> = (
+    &'static str,
+    Option<&'a Spanned<RawWord>>,
+    &'static [CtState],
+);
 
 impl RawConntrack {
     /// Every timeout key, with the connection states it sets (netfilter's
