@@ -109,46 +109,30 @@ fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-#[test]
-fn list_delete_and_flush_real_flows() {
-    if lacks_privileges() {
-        return;
-    }
-    let pair = Pair::new();
-    let _echo = EchoServer::start(&pair.server, PORT);
-    pair.load(&policy("max_entries = 2048", None));
-
-    // The table size is in status, both tables at the policy's size.
+/// `status` shows both tables (and the fragment table) at `size`.
+fn assert_status_shows_the_size(pair: &Pair, size: u64) {
     let ct = &pair.status_json()["conntrack"];
-    assert_eq!(num(&ct["max_entries"]), 2048, "{ct}");
+    assert_eq!(num(&ct["max_entries"]), size, "{ct}");
     let tables = ct["tables"].as_array().expect("tables");
     let names: Vec<&str> = tables.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["established", "transient"], "{ct}");
     for t in tables {
-        assert_eq!(num(&t["max_entries"]), 2048, "{t}");
+        assert_eq!(num(&t["max_entries"]), size, "{t}");
     }
     assert!(num(&ct["fragments"]["max_entries"]) > 0, "{ct}");
     assert!(
-        pair.status().contains("of 2048"),
+        pair.status().contains(&format!("of {size}")),
         "the text status shows the capacity"
     );
+}
 
-    let mut tcp = connect(&pair.client, server_addr(false, PORT));
-    let port = tcp.local_addr().unwrap().port();
-    assert!(echoes(&mut tcp, b"hello"));
-    assert_eq!(
-        udp_exchange(&pair.client, server_addr(false, PORT), WAIT),
-        Datagram::Answered
-    );
-    assert_eq!(
-        udp_exchange(&pair.client, server_addr(true, PORT), WAIT),
-        Datagram::Answered
-    );
-    assert!(ping(&pair.client, IpAddr::V4(SERVER4)));
-
+/// `list`, JSON and text, shows the flows the client opened: one TCP
+/// session from `port`, UDP over IPv4 and IPv6, a ping. Returns the IPv6
+/// UDP flow's source port.
+fn assert_listed(pair: &Pair, port: u16) -> u64 {
     // --- list --json: every flow, oriented as opened (the client is the
     // source), with counters both ways.
-    let all = flows(&pair, &[]);
+    let all = flows(pair, &[]);
     let find = |proto: &str, fam: &str| -> Vec<&Value> {
         all.iter()
             .filter(|f| f["proto"] == proto && f["family"] == fam)
@@ -217,7 +201,7 @@ fn list_delete_and_flush_real_flows() {
     assert_eq!(i[0]["rule"].as_u64(), Some(3));
 
     // --- the text form: one conntrack-like line per flow.
-    let text = conntrack_ok(&pair, &["list"]);
+    let text = conntrack_ok(pair, &["list"]);
     let line = text
         .lines()
         .find(|l| l.starts_with("tcp "))
@@ -234,32 +218,99 @@ fn list_delete_and_flush_real_flows() {
     );
     assert_eq!(text.lines().count(), all.len(), "{text}");
 
-    // --- filters narrow the list, on the original tuple.
-    assert_eq!(flows(&pair, &["--proto", "udp"]).len(), 2);
+    u6_port
+}
+
+/// Filters narrow the list, on the original tuple.
+fn assert_filters_narrow(pair: &Pair, port: u16) {
+    assert_eq!(flows(pair, &["--proto", "udp"]).len(), 2);
+    assert_eq!(flows(pair, &["--proto", "tcp", "--dport", "8080"]).len(), 1);
     assert_eq!(
-        flows(&pair, &["--proto", "tcp", "--dport", "8080"]).len(),
-        1
-    );
-    assert_eq!(
-        flows(&pair, &["--src", "192.0.2.0/24", "--dport", "8080"]).len(),
+        flows(pair, &["--src", "192.0.2.0/24", "--dport", "8080"]).len(),
         2,
         "tcp and udp over IPv4"
     );
-    assert_eq!(flows(&pair, &["--src", "2001:db8::/64"]).len(), 1);
+    assert_eq!(flows(pair, &["--src", "2001:db8::/64"]).len(), 1);
     assert!(
-        flows(&pair, &["--src", &SERVER4.to_string()]).is_empty(),
+        flows(pair, &["--src", &SERVER4.to_string()]).is_empty(),
         "the client opened every flow"
     );
-    assert_eq!(flows(&pair, &["--state", "established"]).len(), 1);
-    assert_eq!(flows(&pair, &["--state", "replied"]).len(), 3);
+    assert_eq!(flows(pair, &["--state", "established"]).len(), 1);
+    assert_eq!(flows(pair, &["--state", "replied"]).len(), 3);
     assert_eq!(
         flows(
-            &pair,
+            pair,
             &["--sport", &port.to_string(), "--dst", &SERVER4.to_string()]
         )
         .len(),
         1
     );
+}
+
+/// `flush` re-adopts this host's open sessions (as at load); with
+/// `--no-adopt` it cuts them too.
+fn assert_flush_keeps_open_sessions(pair: &Pair) {
+    // --- flush: this host's open sessions survive it (their sockets are
+    // re-adopted, as at load); with --no-adopt the tables end empty.
+    let mut session = connect(&pair.client, server_addr(false, PORT));
+    let session_port = session.local_addr().unwrap().port();
+    assert!(echoes(&mut session, b"before flush"));
+    let out = conntrack_ok(pair, &["flush"]);
+    assert!(out.contains("flushed"), "{out}");
+    // The server's end of the session cut above is still open too (its
+    // peer's segments were dropped), so it comes back as well, as
+    // netfilter's loose pickup would bring it back.
+    assert!(out.contains("re-adopted 2"), "{out}");
+    let left = flows(pair, &["--sport", &session_port.to_string()]);
+    assert_eq!(left.len(), 1, "the re-adopted session: {left:?}");
+    assert!(
+        left[0]["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&"ADOPTED".into()),
+        "{left:?}"
+    );
+    assert_eq!(
+        left[0]["src"],
+        CLIENT4.to_string(),
+        "adopted as opened by the client (the server listens on its port)"
+    );
+    assert!(
+        echoes(&mut session, b"after flush"),
+        "the session survives a flush"
+    );
+    let out = conntrack_ok(pair, &["flush", "--no-adopt"]);
+    assert!(out.contains("flushed"), "{out}");
+    assert!(!out.contains("re-adopted"), "{out}");
+}
+
+#[test]
+fn list_delete_and_flush_real_flows() {
+    if lacks_privileges() {
+        return;
+    }
+    let pair = Pair::new();
+    let _echo = EchoServer::start(&pair.server, PORT);
+    pair.load(&policy("max_entries = 2048", None));
+
+    assert_status_shows_the_size(&pair, 2048);
+
+    let mut tcp = connect(&pair.client, server_addr(false, PORT));
+    let port = tcp.local_addr().unwrap().port();
+    assert!(echoes(&mut tcp, b"hello"));
+    assert_eq!(
+        udp_exchange(&pair.client, server_addr(false, PORT), WAIT),
+        Datagram::Answered
+    );
+    assert_eq!(
+        udp_exchange(&pair.client, server_addr(true, PORT), WAIT),
+        Datagram::Answered
+    );
+    assert!(ping(&pair.client, IpAddr::V4(SERVER4)));
+
+    let u6_port = assert_listed(&pair, port);
+
+    assert_filters_narrow(&pair, port);
 
     // --- delete the TCP tuple, written from the server's end: the session
     // is cut, its next segment is INVALID (tcp_syn_only).
@@ -317,38 +368,7 @@ fn list_delete_and_flush_real_flows() {
     assert!(flows(&pair, &["--proto", "udp"]).is_empty());
     assert_eq!(flows(&pair, &["--proto", "icmp"]).len(), 1);
 
-    // --- flush: this host's open sessions survive it (their sockets are
-    // re-adopted, as at load); with --no-adopt the tables end empty.
-    let mut session = connect(&pair.client, server_addr(false, PORT));
-    let session_port = session.local_addr().unwrap().port();
-    assert!(echoes(&mut session, b"before flush"));
-    let out = conntrack_ok(&pair, &["flush"]);
-    assert!(out.contains("flushed"), "{out}");
-    // The server's end of the session cut above is still open too (its
-    // peer's segments were dropped), so it comes back as well, as
-    // netfilter's loose pickup would bring it back.
-    assert!(out.contains("re-adopted 2"), "{out}");
-    let left = flows(&pair, &["--sport", &session_port.to_string()]);
-    assert_eq!(left.len(), 1, "the re-adopted session: {left:?}");
-    assert!(
-        left[0]["flags"]
-            .as_array()
-            .unwrap()
-            .contains(&"ADOPTED".into()),
-        "{left:?}"
-    );
-    assert_eq!(
-        left[0]["src"],
-        CLIENT4.to_string(),
-        "adopted as opened by the client (the server listens on its port)"
-    );
-    assert!(
-        echoes(&mut session, b"after flush"),
-        "the session survives a flush"
-    );
-    let out = conntrack_ok(&pair, &["flush", "--no-adopt"]);
-    assert!(out.contains("flushed"), "{out}");
-    assert!(!out.contains("re-adopted"), "{out}");
+    assert_flush_keeps_open_sessions(&pair);
     assert!(flows(&pair, &[]).is_empty());
     assert_eq!(num(&pair.status_json()["conntrack"]["entries"]), 0);
 }
