@@ -426,7 +426,7 @@ fn conntrack_settings(src: &Src, raw: &RawConntrack) -> Result<ConntrackSettings
     if let Some(v) = &raw.max_entries {
         let (lo, hi) = (CT_MAX_ENTRIES_RANGE.start(), CT_MAX_ENTRIES_RANGE.end());
         let hint = format!(
-            "write a whole number from {lo} to {hi}, e.g. 262144; each table (established and transient) holds this many connections, about 190 bytes each, allocated at load"
+            "write a whole number from {lo} to {hi}, e.g. 262144; each table (established and transient) holds this many connections, about 200 bytes each, allocated at load"
         );
         let n = match v.get_ref() {
             RawWord::Number(n) => *n,
