@@ -64,6 +64,12 @@ pub fn run(
             a.iface, a.xdp_mode, a.tc_mode
         );
     }
+    if report.fresh {
+        println!(
+            "fw: connection tables hold {} connections each (`[conntrack] max_entries`, fixed until `fw-user unload`)",
+            compiled.ct_max_entries
+        );
+    }
     for iface in &report.detached {
         println!("fw: no longer guarding {iface}");
     }
