@@ -591,7 +591,8 @@ pub fn delete(
     let (matching, _) = flows(&maps, filter)?;
     let mut deleted = 0;
     for (r, _) in &matching {
-        if maps.ct_remove(r.table, &r.key)? {
+        // From both tables: a flow moving between them may be in either.
+        if maps.ct_remove_any(&r.key)? {
             deleted += 1;
         }
     }
