@@ -44,6 +44,11 @@ pub enum Command {
         #[command(flatten)]
         pin: PinArg,
     },
+    /// List, delete or flush tracked connections.
+    Conntrack {
+        #[command(subcommand)]
+        command: ConntrackCommand,
+    },
     /// Show where the firewall is attached, its policy, connection table
     /// and counters.
     Status {
@@ -53,6 +58,96 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `fw-user conntrack …`: the connection tables, like `conntrack -L/-D/-F`.
+#[derive(Debug, Subcommand)]
+pub enum ConntrackCommand {
+    /// List tracked connections, one a line, oriented as they were opened
+    /// (the source is the end that sent the first packet).
+    List {
+        #[command(flatten)]
+        filter: CtFilterArgs,
+        /// Print a JSON array for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pin: PinArg,
+    },
+    /// Delete one connection named by its tuple, e.g.
+    /// `tcp 192.0.2.10:40000 192.0.2.1:22`, `udp [2001:db8::10]:5353
+    /// [2001:db8::1]:53` or `icmp 192.0.2.10 192.0.2.1 --id 77` (either end
+    /// first); or every connection the filters match.
+    Delete {
+        /// PROTO SRC DST: the connection to delete.
+        #[arg(value_name = "TUPLE")]
+        tuple: Vec<String>,
+        /// Echo identifier of an ICMP tuple (IPv4 or IPv6).
+        #[arg(long, value_name = "N")]
+        id: Option<u16>,
+        #[command(flatten)]
+        filter: CtFilterArgs,
+        #[command(flatten)]
+        pin: PinArg,
+    },
+    /// Delete every tracked connection and fragment, then adopt this host's
+    /// established TCP connections again (as `load` does) so open sessions
+    /// such as SSH survive.
+    Flush {
+        /// Do not re-adopt: cut this host's open TCP connections too.
+        #[arg(long)]
+        no_adopt: bool,
+        #[command(flatten)]
+        pin: PinArg,
+    },
+}
+
+impl ConntrackCommand {
+    #[must_use]
+    pub const fn pin(&self) -> &PinArg {
+        match self {
+            Self::List { pin, .. } | Self::Delete { pin, .. } | Self::Flush { pin, .. } => pin,
+        }
+    }
+}
+
+/// Filters of `conntrack list` and `delete`. Each matches the connection's
+/// original direction: `--src` is the end that opened it.
+#[derive(Debug, clap::Args)]
+pub struct CtFilterArgs {
+    /// Protocol: tcp, udp, icmp, icmpv6 or a number.
+    #[arg(long, value_name = "PROTO", value_parser = crate::commands::conntrack::parse_proto)]
+    pub proto: Option<u8>,
+    /// Address or prefix of the end that opened the connection.
+    #[arg(long, value_name = "ADDR[/LEN]", value_parser = crate::commands::conntrack::parse_net)]
+    pub src: Option<ipnet::IpNet>,
+    /// Address or prefix of the end that was connected to.
+    #[arg(long, value_name = "ADDR[/LEN]", value_parser = crate::commands::conntrack::parse_net)]
+    pub dst: Option<ipnet::IpNet>,
+    /// Source port of the opening end (TCP, UDP).
+    #[arg(long, value_name = "PORT")]
+    pub sport: Option<u16>,
+    /// Destination port of the opening packet (TCP, UDP).
+    #[arg(long, value_name = "PORT")]
+    pub dport: Option<u16>,
+    /// State as `list` prints it, in any case: established, time-wait,
+    /// unreplied, replied …
+    #[arg(long, value_name = "NAME", value_parser = crate::commands::conntrack::parse_state)]
+    pub state: Option<String>,
+}
+
+impl CtFilterArgs {
+    #[must_use]
+    pub fn filter(&self) -> crate::commands::conntrack::Filter {
+        crate::commands::conntrack::Filter {
+            proto: self.proto,
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            state: self.state.clone(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

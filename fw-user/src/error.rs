@@ -90,6 +90,25 @@ pub enum Error {
     },
 
     #[error(
+        "conntrack `max_entries` is {running} in the running firewall, the policy asks {asked}{asked_note}: the table size is fixed while loaded (hint: set `[conntrack] max_entries = {running}` to keep it, or `fw-user unload` then load again to resize: established TCP connections are re-adopted, every other tracked flow is lost)"
+    )]
+    CtSizeFixed {
+        running: u32,
+        asked: u32,
+        /// Says when `asked` is the default of a policy without the key.
+        asked_note: &'static str,
+    },
+
+    #[error(
+        "no tracked connection {tuple} (hint: `fw-user conntrack list` shows the table; write the tuple as PROTO SRC[:PORT] DST[:PORT], either end first)"
+    )]
+    NoSuchConnection { tuple: String },
+
+    /// A command-line value clap could not check by itself.
+    #[error("{message} (hint: {hint})")]
+    Usage { message: String, hint: String },
+
+    #[error(
         "privileges are required to {action} (hint: run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)"
     )]
     Privileges { action: &'static str },

@@ -12,7 +12,7 @@ pub mod output;
 pub mod pin;
 pub mod policy;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, ConntrackCommand};
 
 /// Run one parsed command line.
 ///
@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> error::Result<()> {
         Command::Load { pin, .. } | Command::Unload { pin } | Command::Status { pin, .. } => {
             Some(pin.layout().root)
         }
+        Command::Conntrack { command } => Some(command.pin().layout().root),
         Command::Check { .. } => None,
     };
     if let Some(root) = pin_root
@@ -42,5 +43,19 @@ pub fn run(cli: Cli) -> error::Result<()> {
         } => commands::load::run(policy.as_deref(), &ifaces, &pin.layout(), detach),
         Command::Unload { pin } => commands::unload::run(&pin.layout()),
         Command::Status { pin, json } => commands::status::run(&pin.layout(), json),
+        Command::Conntrack { command } => match command {
+            ConntrackCommand::List { filter, json, pin } => {
+                commands::conntrack::list(&pin.layout(), &filter.filter(), json)
+            }
+            ConntrackCommand::Delete {
+                tuple,
+                id,
+                filter,
+                pin,
+            } => commands::conntrack::delete(&pin.layout(), &tuple, id, &filter.filter()),
+            ConntrackCommand::Flush { no_adopt, pin } => {
+                commands::conntrack::flush(&pin.layout(), no_adopt)
+            }
+        },
     }
 }

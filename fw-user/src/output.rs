@@ -33,13 +33,21 @@ pub fn status_table(s: &Status) -> String {
             i.name, i.xdp, i.tc_egress
         );
     }
+    let ct = &s.conntrack;
     let _ = writeln!(
         out,
-        "\nconnection table: {} of {} entries",
-        s.conntrack.entries, s.conntrack.max_entries
+        "\nconnection table: {} connections (`fw-user conntrack list` shows them)",
+        ct.entries
     );
-    for (state, n) in &s.conntrack.by_state {
-        let _ = writeln!(out, "  {state:<12} {n}");
+    for t in ct.tables.iter().chain([&ct.fragments]) {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>8} of {:<8} {}",
+            t.name, t.entries, t.max_entries, t.map
+        );
+    }
+    for (state, n) in &ct.by_state {
+        let _ = writeln!(out, "  {state:<12} {n:>8}");
     }
     let _ = writeln!(out, "\ncounters:");
     let _ = writeln!(

@@ -62,3 +62,70 @@ pub fn update_array<V: Pod>(map: &MapData, first: u32, values: &[V]) -> std::io:
     }
     Ok(())
 }
+
+/// `BPF_MAP_LOOKUP_BATCH` (include/uapi/linux/bpf.h).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Elements read per syscall. A hash map hands out whole buckets: a bucket
+/// larger than this answers `ENOSPC`, which needs thousands of colliding
+/// keys.
+const LOOKUP_CHUNK: usize = 4096;
+
+/// Every (key, value) of the hash or LRU hash map `map` (Linux 5.6+), one
+/// syscall per few thousand entries instead of two per entry. A snapshot:
+/// entries the datapath adds or removes meanwhile may be missed.
+///
+/// # Errors
+/// The kernel refused the lookup (an old kernel answers `EINVAL`); the
+/// caller then walks the map key by key.
+pub fn lookup_hash<K: Pod, V: Pod>(map: &MapData) -> std::io::Result<Vec<(K, V)>> {
+    let fd = u32::try_from(map.fd().as_fd().as_raw_fd()).map_err(std::io::Error::other)?;
+    let mut out = Vec::new();
+    // The hash map's cursor is a bucket index.
+    let mut token: u32 = 0;
+    let mut first = true;
+    loop {
+        let mut keys: Vec<K> = Vec::with_capacity(LOOKUP_CHUNK);
+        let mut values: Vec<V> = Vec::with_capacity(LOOKUP_CHUNK);
+        let mut next: u32 = 0;
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { (&raw const token) as u64 },
+            out_batch: (&raw mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: u32::try_from(LOOKUP_CHUNK).map_err(std::io::Error::other)?,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points at buffers with room for `count` keys and
+        // values of the map's sizes (`K` and `V` are its key and value
+        // types) and at two u32 cursors, all alive for the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                u32::try_from(size_of::<BatchAttr>()).unwrap_or(u32::MAX),
+            )
+        };
+        let err = (ret != 0).then(std::io::Error::last_os_error);
+        let n = usize::try_from(attr.count)
+            .map_err(std::io::Error::other)?
+            .min(LOOKUP_CHUNK);
+        // SAFETY: the kernel wrote `n` keys and values (fewer than asked
+        // for at the end, and also when it reports ENOENT).
+        unsafe {
+            keys.set_len(n);
+            values.set_len(n);
+        }
+        out.extend(keys.into_iter().zip(values));
+        match err {
+            None => {}
+            // The end of the map.
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Some(e) => return Err(e),
+        }
+        token = next;
+        first = false;
+    }
+}

@@ -1,6 +1,6 @@
 //! Typed access to the datapath's maps, for the loader, `status` and tests.
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
 use aya::{
     Ebpf,
@@ -12,7 +12,7 @@ use aya::{
 use fw_common::{
     Direction,
     config::{ABI_VERSION, FwConfig},
-    conntrack::{CtEntry, CtKey, CtState, is_expired},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     counters::{Counter, CounterValue},
     maps,
     policy::{
@@ -28,9 +28,6 @@ use crate::{
 
 const _: u32 = table::SLOTS;
 
-/// `bpf_map_update_elem` flag: create only, never overwrite.
-const BPF_NOEXIST: u64 = 1;
-
 /// Handles on every map of one loaded firewall.
 pub struct FwMaps {
     pub config: Array<MapData, FwConfig>,
@@ -41,7 +38,12 @@ pub struct FwMaps {
     pub src: LpmTrie<MapData, AddrKey, u32>,
     pub dst: LpmTrie<MapData, AddrKey, u32>,
     pub ifaces: HashMap<MapData, IfaceKey, u32>,
+    /// Established connections (`FW_CONNTRACK`); see `backend::conntrack`.
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    /// Connections being opened or closed (`FW_CT_TRANSIENT`, LRU).
+    pub ct_transient: HashMap<MapData, CtKey, CtEntry>,
+    /// Accepted first fragments (`FW_FRAGS`, LRU).
+    pub frags: HashMap<MapData, FragKey, FragEntry>,
     pub counters: PerCpuArray<MapData, CounterValue>,
     pub limits: Array<MapData, Bucket>,
     pub jump_xdp: ProgramArray<MapData>,
@@ -77,11 +79,38 @@ impl FwMaps {
             dst: typed(take(maps::DST)?, maps::DST)?,
             ifaces: typed(take(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(take(maps::CONNTRACK)?, maps::CONNTRACK)?,
+            ct_transient: typed(take(maps::CT_TRANSIENT)?, maps::CT_TRANSIENT)?,
+            frags: typed(take(maps::FRAGS)?, maps::FRAGS)?,
             counters: typed(take(maps::COUNTERS)?, maps::COUNTERS)?,
             limits: typed(take(maps::LIMITS)?, maps::LIMITS)?,
             jump_xdp: typed(take(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
             jump_tc: typed(take(maps::JUMP_TC)?, maps::JUMP_TC)?,
         })
+    }
+
+    /// The layout version (`FwConfig::abi_version`) of the firewall pinned
+    /// in `dir`, read from `FW_CONFIG` alone, so that a firewall of another
+    /// version is recognised before its other maps are opened.
+    ///
+    /// # Errors
+    /// `FW_CONFIG` is missing or unreadable.
+    pub fn pinned_abi(dir: &Path) -> Result<u32> {
+        let data = MapData::from_pin(dir.join(maps::CONFIG)).map_err(|e| {
+            Error::bpf(
+                format!(
+                    "cannot open pinned map `{}`",
+                    dir.join(maps::CONFIG).display()
+                ),
+                e,
+            )
+        })?;
+        let map = Map::from_map_data(data)
+            .map_err(|e| Error::bpf(format!("pinned map `{}` is not usable", maps::CONFIG), e))?;
+        let config: Array<MapData, FwConfig> = typed(map, maps::CONFIG)?;
+        config
+            .get(&0, 0)
+            .map(|c| c.abi_version)
+            .map_err(|e| Error::bpf("cannot read `FW_CONFIG`", e))
     }
 
     /// Open the maps pinned in `dir`.
@@ -109,6 +138,8 @@ impl FwMaps {
             dst: typed(open(maps::DST)?, maps::DST)?,
             ifaces: typed(open(maps::IFACES)?, maps::IFACES)?,
             conntrack: typed(open(maps::CONNTRACK)?, maps::CONNTRACK)?,
+            ct_transient: typed(open(maps::CT_TRANSIENT)?, maps::CT_TRANSIENT)?,
+            frags: typed(open(maps::FRAGS)?, maps::FRAGS)?,
             counters: typed(open(maps::COUNTERS)?, maps::COUNTERS)?,
             limits: typed(open(maps::LIMITS)?, maps::LIMITS)?,
             jump_xdp: typed(open(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
@@ -263,73 +294,6 @@ impl FwMaps {
         let mut cfg = self.config()?;
         cfg.clock_offset_ns = offset_ns;
         self.set_config(cfg)
-    }
-
-    /// Insert entries unless the flow is already tracked. Returns how many
-    /// were added.
-    ///
-    /// # Errors
-    /// A map write failed for another reason than an existing entry.
-    pub fn adopt(&mut self, entries: &[(CtKey, CtEntry)]) -> Result<usize> {
-        let mut added = 0;
-        for (key, entry) in entries {
-            match self.conntrack.insert(key, entry, BPF_NOEXIST) {
-                Ok(()) => added += 1,
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(Error::bpf("cannot write `FW_CONNTRACK`", e)),
-            }
-        }
-        Ok(added)
-    }
-
-    /// Every entry of the connection table (a snapshot; the datapath keeps
-    /// changing it).
-    ///
-    /// # Errors
-    /// The map could not be read.
-    pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtEntry)>> {
-        self.conntrack
-            .iter()
-            .filter_map(|r| match r {
-                Ok(kv) => Some(Ok(kv)),
-                // An entry deleted while we walk the table: skip it.
-                Err(aya::maps::MapError::KeyNotFound) => None,
-                Err(e) => Some(Err(Error::bpf("cannot read `FW_CONNTRACK`", e))),
-            })
-            .collect()
-    }
-
-    /// Entries per state name, for `status`.
-    ///
-    /// # Errors
-    /// The map could not be read.
-    pub fn conntrack_summary(&self) -> Result<BTreeMap<&'static str, usize>> {
-        let mut by_state = BTreeMap::new();
-        for (_, e) in self.conntrack_entries()? {
-            *by_state
-                .entry(CtState::from_u8(e.state).name())
-                .or_insert(0) += 1;
-        }
-        Ok(by_state)
-    }
-
-    /// Remove entries that have outlived their timeout. Returns how many.
-    ///
-    /// # Errors
-    /// The map could not be read.
-    pub fn sweep(&mut self, now_ns: u64) -> Result<usize> {
-        let expired: Vec<CtKey> = self
-            .conntrack_entries()?
-            .into_iter()
-            .filter(|(_, e)| is_expired(e, now_ns))
-            .map(|(k, _)| k)
-            .collect();
-        // An entry the datapath refreshed or removed meanwhile is fine to miss.
-        Ok(expired
-            .iter()
-            .filter(|k| self.conntrack.remove(k).is_ok())
-            .count())
     }
 
     /// Counters summed over CPUs.

@@ -1,7 +1,9 @@
 //! Ways of putting a policy into the kernel. `xdp` is the eBPF datapath
-//! (XDP ingress, TC egress); `maps` is its typed view of the pinned maps.
+//! (XDP ingress, TC egress); `maps` is its typed view of the pinned maps,
+//! `conntrack` its connection tables.
 
 mod batch;
+pub mod conntrack;
 pub mod maps;
 pub mod xdp;
 

@@ -20,7 +20,7 @@ use aya_obj::programs::XdpAttachType;
 use fw_common::{config::ABI_VERSION, maps};
 use serde::Serialize;
 
-use super::{EBPF_OBJECT, maps::FwMaps};
+use super::{EBPF_OBJECT, conntrack::CtTable, maps::FwMaps};
 use crate::{
     adopt,
     error::{Error, Result},
@@ -65,15 +65,10 @@ pub fn load(
 ) -> Result<LoadReport> {
     let fresh = !layout.is_installed();
     if !fresh {
-        let maps = FwMaps::open_pinned(&layout.maps_dir())?;
-        let cfg = maps.config()?;
-        if cfg.abi_version != ABI_VERSION {
-            return Err(Error::AbiMismatch {
-                path: layout.root.clone(),
-                found: cfg.abi_version,
-                expected: ABI_VERSION,
-            });
-        }
+        // Everything that can refuse a reload is checked before anything
+        // changes.
+        let maps = open_loaded(layout)?;
+        check_table_size(&maps, compiled)?;
     }
     let result = if fresh {
         install(layout, compiled, ifaces)
@@ -85,6 +80,46 @@ pub fn load(
         let _ = remove_all(layout);
     }
     result
+}
+
+/// Open the maps of the firewall at `layout`, making sure one is there
+/// and that it was written with this fw's map layout.
+///
+/// # Errors
+/// `NotLoaded`, `AbiMismatch`, or a map that cannot be opened.
+pub fn open_loaded(layout: &PinLayout) -> Result<FwMaps> {
+    if !layout.is_installed() {
+        return Err(Error::NotLoaded(layout.root.clone()));
+    }
+    let found = FwMaps::pinned_abi(&layout.maps_dir())?;
+    if found != ABI_VERSION {
+        return Err(Error::AbiMismatch {
+            path: layout.root.clone(),
+            found,
+            expected: ABI_VERSION,
+        });
+    }
+    FwMaps::open_pinned(&layout.maps_dir())
+}
+
+/// The connection tables were sized at first load and a BPF map cannot be
+/// resized: a policy asking another size must not half-apply.
+fn check_table_size(maps: &FwMaps, compiled: &CompiledPolicy) -> Result<()> {
+    for table in CtTable::ALL {
+        let running = maps.ct_capacity(table)?;
+        if running != compiled.ct_max_entries {
+            return Err(Error::CtSizeFixed {
+                running,
+                asked: compiled.ct_max_entries,
+                asked_note: if compiled.ct_max_entries_set {
+                    ""
+                } else {
+                    " (the default: it sets no `[conntrack] max_entries`)"
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> Result<LoadReport> {
@@ -99,6 +134,10 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
     let mut loader = EbpfLoader::new();
     for (name, path) in &map_paths {
         loader.map_pin_path(name, path.as_path());
+    }
+    // `[conntrack] max_entries`: fixed from here until `unload`.
+    for table in CtTable::ALL {
+        loader.map_max_entries(table.map_name(), compiled.ct_max_entries);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match &e {
         aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
@@ -203,8 +242,10 @@ where
 fn reload(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> Result<LoadReport> {
     let mut fw_maps = FwMaps::open_pinned(&layout.maps_dir())?;
     let generation = fw_maps.install(compiled)?;
+    // Stamped with the datapath's clock, which tests move forward.
+    let now = super::maps::monotonic_now_ns() + fw_maps.config()?.clock_offset_ns;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
-        super::maps::monotonic_now_ns(),
+        now,
         &compiled.header.ct_timeouts,
     ))?;
     let current = attached_ifaces(layout)?;

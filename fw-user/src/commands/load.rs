@@ -6,7 +6,11 @@ use std::{path::Path, time::Duration};
 use fw_common::Direction;
 
 use crate::{
-    backend::{maps::FwMaps, maps::monotonic_now_ns, xdp},
+    backend::{
+        conntrack::Removed,
+        maps::{FwMaps, monotonic_now_ns},
+        xdp,
+    },
     error::Result,
     ifaces,
     pin::{PinLayout, ensure_bpffs},
@@ -60,6 +64,12 @@ pub fn run(
             a.iface, a.xdp_mode, a.tc_mode
         );
     }
+    if report.fresh {
+        println!(
+            "fw: connection tables hold {} connections each (`[conntrack] max_entries`, fixed until `fw-user unload`)",
+            compiled.ct_max_entries
+        );
+    }
     for iface in &report.detached {
         println!("fw: no longer guarding {iface}");
     }
@@ -101,15 +111,19 @@ fn foreground(layout: &PinLayout) -> Result<()> {
                     let mut maps = FwMaps::open_pinned(&layout.maps_dir())?;
                     let offset = maps.config()?.clock_offset_ns;
                     let swept = maps.sweep(monotonic_now_ns() + offset)?;
-                    let entries = maps.conntrack_entries()?.len();
+                    let entries = maps.ct_records()?.len();
                     let drops: u64 = maps
                         .counters()?
                         .iter()
                         .filter(|(d, c, _)| *d == Direction::Ingress && c.is_drop())
                         .map(|(_, _, v)| v.packets)
                         .sum();
-                    if last_drops != Some(drops) || swept > 0 {
-                        println!("fw: {entries} tracked connections ({swept} expired swept); {drops} inbound packets dropped so far");
+                    if last_drops != Some(drops) || swept != Removed::default() {
+                        println!(
+                            "fw: {entries} tracked connections; swept {} expired connections and {} fragment entries; {drops} inbound packets dropped so far",
+                            swept.connections(),
+                            swept.fragments,
+                        );
                         last_drops = Some(drops);
                     }
                 }

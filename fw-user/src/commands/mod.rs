@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod conntrack;
 pub mod load;
 pub mod status;
 pub mod unload;

@@ -2,16 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use fw_common::{
-    config::ABI_VERSION,
-    maps::CONNTRACK_MAX_ENTRIES,
-    policy::{Action, Chain},
-};
+use fw_common::policy::{Action, Chain};
 use serde::Serialize;
 
 use crate::{
-    backend::{maps::FwMaps, xdp},
-    error::{Error, Result},
+    backend::{
+        conntrack::{self, CtTable, TableUsage},
+        xdp,
+    },
+    error::Result,
     ifaces,
     pin::PinLayout,
 };
@@ -39,9 +38,14 @@ pub struct InterfaceStatus {
 
 #[derive(Debug, Serialize)]
 pub struct ConntrackStatus {
+    /// Connections in both tables.
     pub entries: usize,
+    /// `[conntrack] max_entries`: the capacity of each table.
     pub max_entries: u32,
     pub by_state: BTreeMap<&'static str, usize>,
+    /// The established and the transient table.
+    pub tables: Vec<TableUsage>,
+    pub fragments: TableUsage,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,20 +69,11 @@ fn action_name(a: u8) -> &'static str {
 /// # Errors
 /// No firewall there, or its maps could not be read.
 pub fn collect(layout: &PinLayout) -> Result<Status> {
-    if !layout.is_installed() {
-        return Err(Error::NotLoaded(layout.root.clone()));
-    }
-    let maps = FwMaps::open_pinned(&layout.maps_dir())?;
+    let maps = xdp::open_loaded(layout)?;
     let cfg = maps.config()?;
-    if cfg.abi_version != ABI_VERSION {
-        return Err(Error::AbiMismatch {
-            path: layout.root.clone(),
-            found: cfg.abi_version,
-            expected: ABI_VERSION,
-        });
-    }
     let header = maps.active_header()?;
-    let by_state = maps.conntrack_summary()?;
+    let records = maps.ct_records()?;
+    let tables = maps.table_usage(&records)?;
     let interfaces = xdp::attached_ifaces(layout)?
         .into_iter()
         .map(|name| {
@@ -121,9 +116,11 @@ pub fn collect(layout: &PinLayout) -> Result<Status> {
             .collect(),
         interfaces,
         conntrack: ConntrackStatus {
-            entries: by_state.values().sum(),
-            max_entries: CONNTRACK_MAX_ENTRIES,
-            by_state,
+            entries: records.len(),
+            max_entries: maps.ct_capacity(CtTable::Established)?,
+            by_state: conntrack::summary(&records),
+            tables,
+            fragments: maps.frag_usage()?,
         },
         counters,
     })

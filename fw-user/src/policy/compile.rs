@@ -68,6 +68,11 @@ pub struct ChainTables {
 pub struct CompiledPolicy {
     pub header: PolicyHeader,
     pub chains: [ChainTables; 3],
+    /// `[conntrack] max_entries`: the capacity of each connection table.
+    /// Not part of a generation: the maps are sized once, at first load.
+    pub ct_max_entries: u32,
+    /// `max_entries` was written in the policy (not the default).
+    pub ct_max_entries_set: bool,
 }
 
 impl CompiledPolicy {
@@ -100,6 +105,8 @@ pub fn compile(
     header.invalid = stage(policy.stateful.invalid);
     header.tcp_syn_only = u8::from(policy.stateful.tcp_syn_only);
     header.neighbor_discovery = stage(policy.stateful.neighbor_discovery);
+    header.related = stage(policy.stateful.related);
+    header.ct_timeouts = policy.conntrack.timeouts;
     let mut chains = Vec::new();
     for chain in Chain::ALL {
         let default = match chain {
@@ -124,7 +131,12 @@ pub fn compile(
         chains.push(tables);
     }
     let chains: [ChainTables; 3] = chains.try_into().expect("three chains");
-    Ok(CompiledPolicy { header, chains })
+    Ok(CompiledPolicy {
+        header,
+        chains,
+        ct_max_entries: policy.conntrack.max_entries(),
+        ct_max_entries_set: policy.conntrack.max_entries.is_some(),
+    })
 }
 
 /// Interns bitmaps into class ids.

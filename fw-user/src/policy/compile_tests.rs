@@ -312,3 +312,73 @@ fn big_sets_share_one_class() {
         t.classes.len()
     );
 }
+
+#[test]
+fn header_carries_related_and_conntrack_timeouts() {
+    use fw_common::conntrack::{CtState, DEFAULT_TIMEOUTS};
+    let p = parse("", "t.toml").unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    assert_eq!(c.header.related, StageAction::Accept as u8);
+    assert_eq!(c.header.ct_timeouts, DEFAULT_TIMEOUTS);
+    assert_eq!(c.ct_max_entries, fw_common::maps::CONNTRACK_MAX_ENTRIES);
+    assert!(!c.ct_max_entries_set);
+
+    let p = parse(
+        "[stateful]\nrelated = \"drop\"\n[conntrack]\nmax_entries = 2048\ntcp_established = \"1h\"\nicmp = 7\n",
+        "t.toml",
+    )
+    .unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    assert_eq!(c.header.related, StageAction::Drop as u8);
+    assert_eq!(c.header.ct_timeouts[CtState::TcpEstablished as usize], 3600);
+    assert_eq!(c.header.ct_timeouts[CtState::IcmpReplied as usize], 7);
+    assert_eq!(
+        c.header.ct_timeouts[CtState::TcpSynSent as usize],
+        DEFAULT_TIMEOUTS[CtState::TcpSynSent as usize]
+    );
+    assert_eq!((c.ct_max_entries, c.ct_max_entries_set), (2048, true));
+
+    let p = parse("[stateful]\nrelated = \"rules\"\n", "t.toml").unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    assert_eq!(c.header.related, StageAction::Rules as u8);
+}
+
+/// With `related = "rules"`, an ICMP error about a tracked connection
+/// reaches the rules in state RELATED; a rule on `state = "related"` must
+/// take it and nothing else.
+#[test]
+fn state_related_rules_match_only_related_packets() {
+    let p = parse(
+        "[stateful]\nrelated = \"rules\"\n[[input]]\nproto = \"icmp\"\nstate = \"related\"\naction = \"accept\"\n[[input]]\nstate = [\"new\", \"related\"]\naction = \"drop\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    let base = Pkt {
+        src: "192.0.2.9".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+        proto: fw_common::ipproto::ICMP,
+        sport: 0,
+        dport: 0,
+        icmp_type: 3,
+        tcp_flags: 0,
+        state: PacketState::Related,
+        ifindex: 2,
+    };
+    assert_eq!(classify(&c, Chain::Input, &base), Some(1));
+    let new = Pkt {
+        state: PacketState::New,
+        ..base
+    };
+    assert_eq!(classify(&c, Chain::Input, &new), Some(2));
+    let established = Pkt {
+        state: PacketState::Established,
+        ..base
+    };
+    assert_eq!(classify(&c, Chain::Input, &established), None);
+    let udp_related = Pkt {
+        proto: fw_common::ipproto::UDP,
+        ..base
+    };
+    assert_eq!(classify(&c, Chain::Input, &udp_related), Some(2));
+}

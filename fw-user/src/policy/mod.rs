@@ -5,13 +5,17 @@
 //! and compiled without error.
 
 mod compile;
-mod icmp;
+pub(crate) mod icmp;
 mod parse;
 
 use std::{collections::BTreeMap, fmt};
 
 pub use compile::{ChainTables, CompiledPolicy, compile};
-use fw_common::policy::{PacketState, RejectWith};
+use fw_common::{
+    conntrack::{DEFAULT_TIMEOUTS, Timeouts},
+    maps::CONNTRACK_MAX_ENTRIES,
+    policy::{PacketState, RejectWith},
+};
 use ipnet::IpNet;
 pub use parse::{line_col as line_col_of, parse, parse_file};
 
@@ -27,6 +31,7 @@ pub struct Policy {
     pub interfaces: Option<Vec<String>>,
     pub defaults: Defaults,
     pub stateful: Stateful,
+    pub conntrack: ConntrackSettings,
     /// Named address sets, for `@name` in `src`/`dst`.
     pub sets: BTreeMap<String, Vec<IpNet>>,
     pub input: Vec<Rule>,
@@ -90,6 +95,8 @@ pub struct Stateful {
     /// New TCP must be a pure SYN; otherwise mid-stream segments are NEW.
     pub tcp_syn_only: bool,
     pub neighbor_discovery: Stage,
+    /// ICMP errors about a tracked connection (RELATED).
+    pub related: Stage,
 }
 
 impl Default for Stateful {
@@ -99,9 +106,42 @@ impl Default for Stateful {
             invalid: Stage::Drop,
             tcp_syn_only: true,
             neighbor_discovery: Stage::Accept,
+            related: Stage::Accept,
         }
     }
 }
+
+/// `[conntrack]`: the size of the connection tables and the idle timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConntrackSettings {
+    /// Capacity of each connection table; `None`: not set, so
+    /// `CONNTRACK_MAX_ENTRIES`. Fixed while the firewall is loaded.
+    pub max_entries: Option<u32>,
+    /// Idle timeout in seconds by `CtState` value.
+    pub timeouts: Timeouts,
+}
+
+impl ConntrackSettings {
+    /// The table capacity this policy asks for.
+    #[must_use]
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries.unwrap_or(CONNTRACK_MAX_ENTRIES)
+    }
+}
+
+impl Default for ConntrackSettings {
+    fn default() -> Self {
+        Self {
+            max_entries: None,
+            timeouts: DEFAULT_TIMEOUTS,
+        }
+    }
+}
+
+/// Bounds of `[conntrack] max_entries`: below 1024 a busy host fills the
+/// table at once; above 4 Mi entries the two preallocated tables take
+/// gigabytes of kernel memory.
+pub const CT_MAX_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 1024..=4_194_304;
 
 /// Address families a rule applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

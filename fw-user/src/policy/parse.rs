@@ -9,7 +9,7 @@ use std::{
 };
 
 use fw_common::{
-    conntrack::tcp_flags as tf,
+    conntrack::{CtState, tcp_flags as tf},
     ipproto,
     policy::{MAX_RULES, PacketState, RejectWith},
 };
@@ -18,8 +18,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AddrMatch, Defaults, Families, Policy, PortRange, Rule, RuleAction, Stage, Stateful,
-    TcpFlagsMatch, Verdict, fingerprint, icmp,
+    AddrMatch, CT_MAX_ENTRIES_RANGE, ConntrackSettings, Defaults, Families, Policy, PortRange,
+    Rule, RuleAction, Stage, Stateful, TcpFlagsMatch, Verdict, fingerprint, icmp,
 };
 use crate::error::PolicyError;
 
@@ -29,6 +29,7 @@ struct RawPolicy {
     interfaces: Option<Vec<Spanned<String>>>,
     defaults: Option<RawDefaults>,
     stateful: Option<RawStateful>,
+    conntrack: Option<RawConntrack>,
     sets: Option<BTreeMap<String, Spanned<RawSet>>>,
     #[serde(default)]
     input: Vec<Spanned<RawRule>>,
@@ -53,6 +54,68 @@ struct RawStateful {
     invalid: Option<Spanned<String>>,
     tcp_syn_only: Option<bool>,
     icmpv6_neighbor_discovery: Option<Spanned<String>>,
+    related: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    max_entries: Option<Spanned<RawWord>>,
+    tcp_syn_sent: Option<Spanned<RawWord>>,
+    tcp_syn_recv: Option<Spanned<RawWord>>,
+    tcp_established: Option<Spanned<RawWord>>,
+    tcp_fin_wait: Option<Spanned<RawWord>>,
+    tcp_close_wait: Option<Spanned<RawWord>>,
+    tcp_last_ack: Option<Spanned<RawWord>>,
+    tcp_time_wait: Option<Spanned<RawWord>>,
+    tcp_close: Option<Spanned<RawWord>>,
+    udp: Option<Spanned<RawWord>>,
+    udp_stream: Option<Spanned<RawWord>>,
+    icmp: Option<Spanned<RawWord>>,
+}
+
+/// A `[conntrack]` timeout key, its value if written, and the connection
+/// states it sets.
+type TimeoutKey<'a> = (
+    &'static str,
+    Option<&'a Spanned<RawWord>>,
+    &'static [CtState],
+);
+
+impl RawConntrack {
+    /// Every timeout key, with the connection states it sets (netfilter's
+    /// sysctl names: `nf_conntrack_tcp_timeout_syn_sent` and so on).
+    fn timeouts(&self) -> [TimeoutKey<'_>; 11] {
+        use CtState::{
+            IcmpReplied, IcmpUnreplied, TcpClose, TcpCloseWait, TcpEstablished, TcpFinWait,
+            TcpLastAck, TcpSynRecv, TcpSynSent, TcpSynSent2, TcpTimeWait, UdpReplied, UdpUnreplied,
+        };
+        [
+            (
+                "tcp_syn_sent",
+                self.tcp_syn_sent.as_ref(),
+                &[TcpSynSent, TcpSynSent2],
+            ),
+            ("tcp_syn_recv", self.tcp_syn_recv.as_ref(), &[TcpSynRecv]),
+            (
+                "tcp_established",
+                self.tcp_established.as_ref(),
+                &[TcpEstablished],
+            ),
+            ("tcp_fin_wait", self.tcp_fin_wait.as_ref(), &[TcpFinWait]),
+            (
+                "tcp_close_wait",
+                self.tcp_close_wait.as_ref(),
+                &[TcpCloseWait],
+            ),
+            ("tcp_last_ack", self.tcp_last_ack.as_ref(), &[TcpLastAck]),
+            ("tcp_time_wait", self.tcp_time_wait.as_ref(), &[TcpTimeWait]),
+            ("tcp_close", self.tcp_close.as_ref(), &[TcpClose]),
+            ("udp", self.udp.as_ref(), &[UdpUnreplied]),
+            ("udp_stream", self.udp_stream.as_ref(), &[UdpReplied]),
+            ("icmp", self.icmp.as_ref(), &[IcmpUnreplied, IcmpReplied]),
+        ]
+    }
 }
 
 #[derive(Deserialize)]
@@ -225,7 +288,15 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
         if let Some(v) = &s.icmpv6_neighbor_discovery {
             stateful.neighbor_discovery = stage(&src, v, "stateful.icmpv6_neighbor_discovery")?;
         }
+        if let Some(v) = &s.related {
+            stateful.related = stage(&src, v, "stateful.related")?;
+        }
     }
+
+    let conntrack = match &raw.conntrack {
+        None => ConntrackSettings::default(),
+        Some(c) => conntrack_settings(&src, c)?,
+    };
 
     let mut sets = BTreeMap::new();
     for (name, set) in raw.sets.unwrap_or_default() {
@@ -265,6 +336,7 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
         interfaces,
         defaults,
         stateful,
+        conntrack,
         sets,
         input,
         output,
@@ -346,6 +418,102 @@ fn stage(src: &Src, v: &Spanned<String>, key: &str) -> Result<Stage, PolicyError
             "write \"accept\", \"drop\", or \"rules\" to let the rules decide (they can match `state`)",
         )),
     }
+}
+
+/// `[conntrack]`: the table size and the idle timeouts.
+fn conntrack_settings(src: &Src, raw: &RawConntrack) -> Result<ConntrackSettings, PolicyError> {
+    let mut settings = ConntrackSettings::default();
+    if let Some(v) = &raw.max_entries {
+        let (lo, hi) = (CT_MAX_ENTRIES_RANGE.start(), CT_MAX_ENTRIES_RANGE.end());
+        let hint = format!(
+            "write a whole number from {lo} to {hi}, e.g. 262144; each table (established and transient) holds this many connections, about 200 bytes each, allocated at load"
+        );
+        let n = match v.get_ref() {
+            RawWord::Number(n) => *n,
+            RawWord::Text(t) => {
+                return Err(src.err(
+                    v.span(),
+                    format!("`conntrack.max_entries` is \"{t}\", not a number"),
+                    &hint,
+                ));
+            }
+        };
+        let n = u32::try_from(n)
+            .ok()
+            .filter(|n| CT_MAX_ENTRIES_RANGE.contains(n))
+            .ok_or_else(|| {
+                src.err(
+                    v.span(),
+                    format!("`conntrack.max_entries` is {n}, outside {lo}..={hi}"),
+                    &hint,
+                )
+            })?;
+        settings.max_entries = Some(n);
+    }
+    for (key, value, states) in raw.timeouts() {
+        if let Some(v) = value {
+            let secs = timeout_secs(src, key, v)?;
+            for &state in states {
+                settings.timeouts[state as usize] = secs;
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// A `[conntrack]` timeout: whole seconds, as a number or a duration
+/// string ("30s", "2m", "12h", "5d", "1h30m").
+fn timeout_secs(src: &Src, key: &str, v: &Spanned<RawWord>) -> Result<u32, PolicyError> {
+    const HINT: &str =
+        "write seconds (300) or a duration such as \"30s\", \"2m\", \"12h\" or \"5d\"";
+    let secs: u64 = match v.get_ref() {
+        RawWord::Number(n) => u64::try_from(*n).map_err(|_| {
+            src.err(
+                v.span(),
+                format!("`conntrack.{key}` is negative ({n})"),
+                HINT,
+            )
+        })?,
+        RawWord::Text(t) => {
+            let t = t.trim();
+            if let Ok(n) = t.parse::<u64>() {
+                n
+            } else {
+                let d = humantime::parse_duration(t).map_err(|e| {
+                    src.err(
+                        v.span(),
+                        format!("`conntrack.{key}` \"{t}\" is not a duration ({e})"),
+                        HINT,
+                    )
+                })?;
+                if d.subsec_nanos() != 0 {
+                    return Err(src.err(
+                        v.span(),
+                        format!("`conntrack.{key}` \"{t}\" is not a whole number of seconds"),
+                        "timeouts count whole seconds, as netfilter's do",
+                    ));
+                }
+                d.as_secs()
+            }
+        }
+    };
+    if secs == 0 {
+        return Err(src.err(
+            v.span(),
+            format!("`conntrack.{key}` is 0: connections would expire as soon as they are seen"),
+            "a timeout is at least 1 second; remove the key to keep netfilter's default",
+        ));
+    }
+    u32::try_from(secs).map_err(|_| {
+        src.err(
+            v.span(),
+            format!(
+                "`conntrack.{key}` is {secs} seconds; fw holds at most {} (about 136 years)",
+                u32::MAX
+            ),
+            HINT,
+        )
+    })
 }
 
 fn reject_with(src: &Src, v: &Spanned<String>) -> Result<RejectWith, PolicyError> {

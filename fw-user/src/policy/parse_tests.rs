@@ -337,7 +337,7 @@ fn tcp_flags_forms() {
 #[test]
 fn stages_and_actions() {
     let p = ok(
-        "[stateful]\nestablished = \"rules\"\ninvalid = \"accept\"\ntcp_syn_only = false\nicmpv6_neighbor_discovery = \"drop\"\n[defaults]\ninput = \"reject\"\n[[output]]\nproto = \"tcp\"\nsport = [22, 80, 443]\nstate = [\"established\", \"related\"]\naction = \"accept\"\nlog = true\n[[output]]\naction = \"log\"\n",
+        "[stateful]\nestablished = \"rules\"\ninvalid = \"accept\"\ntcp_syn_only = false\nicmpv6_neighbor_discovery = \"drop\"\nrelated = \"rules\"\n[defaults]\ninput = \"reject\"\n[[output]]\nproto = \"tcp\"\nsport = [22, 80, 443]\nstate = [\"established\", \"related\"]\naction = \"accept\"\nlog = true\n[[output]]\naction = \"log\"\n",
     );
     assert_eq!(
         p.stateful,
@@ -345,7 +345,8 @@ fn stages_and_actions() {
             established: Stage::Rules,
             invalid: Stage::Accept,
             tcp_syn_only: false,
-            neighbor_discovery: Stage::Drop
+            neighbor_discovery: Stage::Drop,
+            related: Stage::Rules,
         }
     );
     assert_eq!(p.defaults.input, Verdict::Reject(RejectWith::Auto));
@@ -412,4 +413,128 @@ fn every_shipped_example_is_valid_and_compiles() {
         }
     }
     assert!(seen >= 7, "examples found: {seen}");
+}
+
+#[test]
+fn related_stage_defaults_to_accept_and_takes_every_stage() {
+    assert_eq!(ok("").stateful.related, Stage::Accept);
+    for (text, want) in [
+        ("accept", Stage::Accept),
+        ("drop", Stage::Drop),
+        ("rules", Stage::Rules),
+    ] {
+        let p = ok(&format!("[stateful]\nrelated = \"{text}\"\n"));
+        assert_eq!(p.stateful.related, want);
+    }
+    let e = err("[stateful]\nrelated = \"reject\"\n");
+    assert!(
+        e.starts_with("t.toml:2:11:") && e.contains("stateful.related"),
+        "{e}"
+    );
+}
+
+#[test]
+fn conntrack_defaults_are_netfilters() {
+    let p = ok("");
+    assert_eq!(p.conntrack, ConntrackSettings::default());
+    assert_eq!(p.conntrack.max_entries(), 65_536);
+    assert_eq!(p.conntrack.timeouts, fw_common::conntrack::DEFAULT_TIMEOUTS);
+    // An empty section changes nothing either.
+    assert_eq!(ok("[conntrack]\n").conntrack, ConntrackSettings::default());
+}
+
+#[test]
+fn conntrack_timeouts_as_seconds_or_durations() {
+    use fw_common::conntrack::{CtState::*, DEFAULT_TIMEOUTS};
+    let p = ok(r#"
+[conntrack]
+max_entries = 262_144
+tcp_syn_sent = 30
+tcp_syn_recv = "45s"
+tcp_established = "12h"
+tcp_fin_wait = "2m"
+tcp_close_wait = "1m30s"
+tcp_last_ack = "10"
+tcp_time_wait = "1 min"
+tcp_close = 5
+udp = "20s"
+udp_stream = "3m"
+icmp = "5d"
+"#);
+    let c = p.conntrack;
+    assert_eq!(c.max_entries, Some(262_144));
+    assert_eq!(c.max_entries(), 262_144);
+    let t = |s: fw_common::conntrack::CtState| c.timeouts[s as usize];
+    assert_eq!(t(TcpSynSent), 30);
+    assert_eq!(t(TcpSynSent2), 30, "SYN_SENT2 follows tcp_syn_sent");
+    assert_eq!(t(TcpSynRecv), 45);
+    assert_eq!(t(TcpEstablished), 12 * 3600);
+    assert_eq!(t(TcpFinWait), 120);
+    assert_eq!(t(TcpCloseWait), 90);
+    assert_eq!(t(TcpLastAck), 10);
+    assert_eq!(t(TcpTimeWait), 60);
+    assert_eq!(t(TcpClose), 5);
+    assert_eq!(t(UdpUnreplied), 20);
+    assert_eq!(t(UdpReplied), 180);
+    assert_eq!(t(IcmpUnreplied), 5 * 86_400);
+    assert_eq!(t(IcmpReplied), 5 * 86_400, "icmp sets both ICMP states");
+    assert_eq!(t(None), 0, "no timeout for the empty state");
+
+    // Keys left out keep their defaults.
+    let p = ok("[conntrack]\nudp = 10\n");
+    let mut want = DEFAULT_TIMEOUTS;
+    want[UdpUnreplied as usize] = 10;
+    assert_eq!(p.conntrack.timeouts, want);
+    assert_eq!(p.conntrack.max_entries, Option::None);
+}
+
+#[test]
+fn conntrack_values_out_of_range_point_at_the_value() {
+    let cases = [
+        ("max_entries = 1023", "outside 1024..=4194304"),
+        ("max_entries = 4194305", "outside 1024..=4194304"),
+        ("max_entries = -1", "outside"),
+        ("max_entries = \"big\"", "not a number"),
+        ("udp = 0", "is 0"),
+        ("udp = \"0s\"", "is 0"),
+        ("udp = -5", "negative"),
+        ("udp = 4294967296", "at most 4294967295"),
+        ("tcp_established = \"200y\"", "at most 4294967295"),
+        ("icmp = \"1.5s\"", "whole number of seconds"),
+        ("icmp = \"500ms\"", "whole number of seconds"),
+        ("icmp = \"soon\"", "not a duration"),
+        ("icmp = \"10 fortnights\"", "not a duration"),
+        ("icmp = \"\"", "not a duration"),
+    ];
+    for (line, want) in cases {
+        let e = err(&format!("[conntrack]\n{line}\n"));
+        let col = line.find('=').unwrap() + 3;
+        assert!(
+            e.starts_with(&format!("t.toml:2:{col}:")),
+            "{line}: wrong location: {e}"
+        );
+        assert!(e.contains(want), "{line}: {e}");
+        assert!(e.contains("hint:"), "{line}: {e}");
+    }
+    // The largest timeout is fine.
+    let p = ok("[conntrack]\ntcp_established = 4294967295\n");
+    assert_eq!(
+        p.conntrack.timeouts[fw_common::conntrack::CtState::TcpEstablished as usize],
+        u32::MAX
+    );
+}
+
+#[test]
+fn conntrack_unknown_keys_are_errors_with_location() {
+    let e = err("[conntrack]\nudp = 30\ntcp_establised = \"1d\"\n");
+    assert!(e.starts_with("t.toml:3:1:"), "{e}");
+    assert!(e.contains("tcp_establised"), "{e}");
+    assert!(
+        e.contains("tcp_established"),
+        "the known keys are listed: {e}"
+    );
+    let e = err("[conntrack]\nudp_timeout = 30\n");
+    assert!(e.starts_with("t.toml:2:1:"), "{e}");
+    let e = err("[conntrack]\nmax_entries = 4096\n[conntrack.tcp]\nestablished = 5\n");
+    assert!(e.starts_with("t.toml:"), "{e}");
 }
