@@ -6,6 +6,7 @@ use std::{
     os::fd::AsFd as _,
 };
 
+use crate::packet::{Segment, Side, TcpConversation};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, IterableMap as _, Map, MapData},
@@ -217,6 +218,25 @@ impl Datapath {
 
     pub fn egress(&mut self, frame: &[u8]) -> Outcome {
         self.run(Direction::Egress, frame)
+    }
+
+    /// `conv.send(from, flags, len)` through the program of `from`'s
+    /// direction: the next segment of the conversation.
+    pub fn send_tcp(
+        &mut self,
+        conv: &mut TcpConversation,
+        from: Side,
+        flags: u8,
+        len: usize,
+    ) -> Counter {
+        let frame = conv.send(from, flags, len);
+        self.run(from.direction(), &frame).counter
+    }
+
+    /// Any segment from `from` in `conv`, the conversation unchanged.
+    pub fn probe_tcp(&mut self, conv: &TcpConversation, from: Side, seg: &Segment) -> Counter {
+        let frame = conv.segment(from, seg);
+        self.run(from.direction(), &frame).counter
     }
 
     /// The datapath's clock now (what `expires_ns` is measured against).
