@@ -578,6 +578,16 @@ impl IcmpError {
     }
 }
 
+/// `frame` with its Ethernet addresses replaced (frames sent to a real
+/// interface must carry its MAC).
+#[must_use]
+pub fn with_macs(frame: &[u8], src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[..6].copy_from_slice(&dst);
+    out[6..12].copy_from_slice(&src);
+    out
+}
+
 /// The IP packet inside an untagged Ethernet frame.
 #[must_use]
 pub fn ip_packet(frame: &[u8]) -> &[u8] {
