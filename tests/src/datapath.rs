@@ -1,15 +1,22 @@
 //! The kernel programs under `BPF_PROG_TEST_RUN`, with private maps: each
 //! `Datapath` is an independent firewall, so tests run side by side.
 
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::AsFd as _,
+};
+
+use crate::packet::{Segment, Side, TcpConversation};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{HashMap, IterableMap as _, Map, MapData},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use fw_common::{
     Direction,
-    conntrack::{CtEntry, CtKey},
+    conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     counters::Counter,
-    maps,
+    family, maps,
 };
 use fw_user::{
     backend::{EBPF_OBJECT, maps::FwMaps},
@@ -37,6 +44,10 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 pub struct Datapath {
     ebpf: Ebpf,
     pub maps: FwMaps,
+    /// Handles of our own on the connection and fragment tables, opened
+    /// from the object before `FwMaps` takes its maps: the tests read both
+    /// tables whatever `FwMaps` does with them.
+    tables: Tables,
     /// Packets are run from inside this namespace, where the test server's
     /// addresses are local: the datapath asks the routing table whether a
     /// packet is for this host, so the answer must not depend on the host
@@ -58,10 +69,31 @@ impl Datapath {
     /// Load both programs with fresh maps and install `policy_toml`.
     #[must_use]
     pub fn with_policy(policy_toml: &str) -> Self {
-        let mut ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .expect("load kernel object");
+        Self::build(policy_toml, None)
+    }
+
+    /// Like `with_policy`, with each connection table (`FW_CONNTRACK`,
+    /// `FW_CT_TRANSIENT`) sized to `entries`, as the loader sizes them from
+    /// `[conntrack] max_entries` before creating them.
+    #[must_use]
+    pub fn with_table_size(policy_toml: &str, entries: u32) -> Self {
+        Self::build(policy_toml, Some(entries))
+    }
+
+    fn build(policy_toml: &str, table_size: Option<u32>) -> Self {
+        let mut loader = EbpfLoader::new();
+        if let Some(n) = table_size {
+            loader
+                .map_max_entries(maps::CONNTRACK, n)
+                .map_max_entries(maps::CT_TRANSIENT, n);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).expect("load kernel object");
         fw_user::backend::xdp::load_programs(&mut ebpf).unwrap_or_else(|e| panic!("{e}"));
+        let tables = Tables {
+            main: own_handle(&ebpf, maps::CONNTRACK),
+            transient: own_handle(&ebpf, maps::CT_TRANSIENT),
+            frags: own_handle(&ebpf, maps::FRAGS),
+        };
         let mut maps = FwMaps::take_from(&mut ebpf).expect("maps");
         fw_user::backend::xdp::fill_jump_table(&mut ebpf, &mut maps).expect("fill FW_JUMP");
         let ns = crate::netns::Netns::new("fwt-dp-");
@@ -76,7 +108,12 @@ impl Datapath {
         let fd = std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("open netns");
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
             .expect("enter the datapath namespace");
-        let mut dp = Self { ebpf, maps, ns };
+        let mut dp = Self {
+            ebpf,
+            maps,
+            tables,
+            ns,
+        };
         dp.install(policy_toml);
         dp
     }
@@ -183,9 +220,167 @@ impl Datapath {
         self.run(Direction::Egress, frame)
     }
 
+    /// `conv.send(from, flags, len)` through the program of `from`'s
+    /// direction: the next segment of the conversation.
+    pub fn send_tcp(
+        &mut self,
+        conv: &mut TcpConversation,
+        from: Side,
+        flags: u8,
+        len: usize,
+    ) -> Counter {
+        let frame = conv.send(from, flags, len);
+        self.run(from.direction(), &frame).counter
+    }
+
+    /// Any segment from `from` in `conv`, the conversation unchanged.
+    pub fn probe_tcp(&mut self, conv: &TcpConversation, from: Side, seg: &Segment) -> Counter {
+        let frame = conv.segment(from, seg);
+        self.run(from.direction(), &frame).counter
+    }
+
+    /// The datapath's clock now (what `expires_ns` is measured against).
     #[must_use]
-    pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
-        self.maps.conntrack_entries().unwrap()
+    pub fn now_ns(&self) -> u64 {
+        fw_user::backend::maps::monotonic_now_ns() + self.maps.config().unwrap().clock_offset_ns
+    }
+
+    /// Every tracked flow, both tables.
+    #[must_use]
+    pub fn conntrack(&self) -> Vec<Flow> {
+        let (mut main, transient) = self.conntrack_tables();
+        main.extend(transient);
+        main
+    }
+
+    /// `(FW_CONNTRACK, FW_CT_TRANSIENT)`: established flows, and flows
+    /// being opened or closed. A table the kernel object does not have
+    /// (yet) reads as empty.
+    #[must_use]
+    pub fn conntrack_tables(&self) -> (Vec<Flow>, Vec<Flow>) {
+        (
+            entries(self.tables.main.as_ref()),
+            entries(self.tables.transient.as_ref()),
+        )
+    }
+
+    /// The table and entry of the flow keyed `key`, if tracked. Panics if
+    /// both tables hold it: a flow lives in exactly one.
+    #[must_use]
+    pub fn flow(&self, key: &CtKey) -> Option<(CtTable, CtEntry)> {
+        let get = |t: Option<&HashMap<MapData, CtKey, CtEntry>>| t.and_then(|m| m.get(key, 0).ok());
+        match (
+            get(self.tables.main.as_ref()),
+            get(self.tables.transient.as_ref()),
+        ) {
+            (Some(m), None) => Some((CtTable::Established, m)),
+            (None, Some(t)) => Some((CtTable::Transient, t)),
+            (None, None) => None,
+            (Some(m), Some(t)) => panic!("flow in both tables: {m:?} and {t:?}"),
+        }
+    }
+
+    /// The one tracked flow, with its table; panics unless there is
+    /// exactly one.
+    #[must_use]
+    pub fn only_flow(&self) -> (CtTable, CtKey, CtEntry) {
+        let (main, transient) = self.conntrack_tables();
+        match (main.as_slice(), transient.as_slice()) {
+            ([(k, e)], []) => (CtTable::Established, *k, *e),
+            ([], [(k, e)]) => (CtTable::Transient, *k, *e),
+            _ => panic!("expected one tracked flow, got {main:?} and {transient:?}"),
+        }
+    }
+
+    /// Put an entry in `FW_CONNTRACK` directly, as the loader does when it
+    /// adopts connections that were open before it ran.
+    pub fn insert_established(&mut self, key: &CtKey, entry: &CtEntry) {
+        self.tables
+            .main
+            .as_mut()
+            .expect("FW_CONNTRACK")
+            .insert(key, entry, 0)
+            .expect("insert into FW_CONNTRACK");
+    }
+
+    /// Datagrams whose first fragment was accepted (`FW_FRAGS`).
+    #[must_use]
+    pub fn frags(&self) -> Vec<(FragKey, FragEntry)> {
+        self.tables
+            .frags
+            .as_ref()
+            .map(|m| m.iter().filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One connection-table entry with its key.
+pub type Flow = (CtKey, CtEntry);
+
+/// Which connection table an entry lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtTable {
+    /// `FW_CONNTRACK`: ESTABLISHED TCP, replied UDP and ICMP; never evicts.
+    Established,
+    /// `FW_CT_TRANSIENT`: every other state; LRU.
+    Transient,
+}
+
+struct Tables {
+    main: Option<HashMap<MapData, CtKey, CtEntry>>,
+    transient: Option<HashMap<MapData, CtKey, CtEntry>>,
+    frags: Option<HashMap<MapData, FragKey, FragEntry>>,
+}
+
+/// A handle of our own on the hash map `name` of a loaded object (a
+/// duplicate of its descriptor), or `None` if the object has no such map.
+fn own_handle<K: aya::Pod, V: aya::Pod>(ebpf: &Ebpf, name: &str) -> Option<HashMap<MapData, K, V>> {
+    let borrowed: HashMap<&MapData, K, V> = HashMap::try_from(ebpf.map(name)?)
+        .unwrap_or_else(|e| panic!("map `{name}` is not the hash map the tests expect: {e}"));
+    let fd = borrowed
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("dup map fd");
+    let data = MapData::from_fd(fd).expect("map from fd");
+    Some(HashMap::try_from(Map::from_map_data(data).expect("map")).expect("hash map"))
+}
+
+fn entries(map: Option<&HashMap<MapData, CtKey, CtEntry>>) -> Vec<Flow> {
+    // An entry removed while we walk the table is skipped.
+    map.map(|m| m.iter().filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// The connection-table key of a flow between `local` (the guarded host)
+/// and `remote`, as the datapath builds it. For ICMP echo both ports are
+/// the echo identifier.
+#[must_use]
+pub fn ct_key(local: SocketAddr, remote: SocketAddr, proto: u8) -> CtKey {
+    let words = |ip: IpAddr| -> [u32; 4] {
+        match ip {
+            IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                std::array::from_fn(|i| {
+                    u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+                })
+            }
+        }
+    };
+    CtKey {
+        local: words(local.ip()),
+        remote: words(remote.ip()),
+        local_port: local.port(),
+        remote_port: remote.port(),
+        proto,
+        family: if local.is_ipv6() {
+            family::IPV6
+        } else {
+            family::IPV4
+        },
+        _pad: [0; 2],
     }
 }
 

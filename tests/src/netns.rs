@@ -61,6 +61,21 @@ impl Netns {
             .expect("ip netns exec")
     }
 
+    /// The MAC address of `ifname` inside this namespace.
+    #[must_use]
+    pub fn mac(&self, ifname: &str) -> [u8; 6] {
+        let out = self.exec(&["cat", &format!("/sys/class/net/{ifname}/address")]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("hex MAC"))
+            .collect();
+        bytes
+            .try_into()
+            .unwrap_or_else(|_| panic!("no MAC for {ifname}: {text:?}"))
+    }
+
     /// Run `f` on a thread that has entered this namespace (setns only
     /// moves the calling thread), and wait for its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -282,6 +297,181 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// Send `frames` from the client's interface to the server, with the
+    /// two interfaces' real MAC addresses (the server's stack drops frames
+    /// not addressed to it): for packets the client's stack would not
+    /// build, such as ICMP errors about someone else's flow, spoofed SYNs
+    /// or fragments cut by hand.
+    pub fn send_to_server(&self, frames: &[Vec<u8>]) {
+        let (src, dst) = (
+            self.client.mac(&self.client_if),
+            self.server.mac(&self.server_if),
+        );
+        let frames = frames
+            .iter()
+            .map(|f| crate::packet::with_macs(f, src, dst))
+            .collect();
+        send_frames(&self.client, &self.client_if, frames);
+    }
+
+    /// Both connection tables as pinned, read directly (not through
+    /// `fw-user`): `(FW_CONNTRACK, FW_CT_TRANSIENT)`. A table without a pin
+    /// reads as empty.
+    #[must_use]
+    pub fn pinned_tables(&self) -> (Vec<crate::datapath::Flow>, Vec<crate::datapath::Flow>) {
+        let read = |name: &str| -> Vec<crate::datapath::Flow> {
+            let Some(map) = self.pinned_map(name) else {
+                return Vec::new();
+            };
+            let map: aya::maps::HashMap<
+                _,
+                fw_common::conntrack::CtKey,
+                fw_common::conntrack::CtEntry,
+            > = aya::maps::HashMap::try_from(map).expect("a hash map");
+            map.iter().filter_map(Result::ok).collect()
+        };
+        (
+            read(fw_common::maps::CONNTRACK),
+            read(fw_common::maps::CT_TRANSIENT),
+        )
+    }
+
+    /// `max_entries` of the pinned map `name`.
+    #[must_use]
+    pub fn pinned_capacity(&self, name: &str) -> u32 {
+        let map = self
+            .pinned_map(name)
+            .unwrap_or_else(|| panic!("no pinned map {name}"));
+        let (aya::maps::Map::HashMap(data) | aya::maps::Map::LruHashMap(data)) = &map else {
+            panic!("{name} is not a hash map");
+        };
+        data.info().expect("map info").max_entries()
+    }
+
+    fn pinned_map(&self, name: &str) -> Option<aya::maps::Map> {
+        let path = std::path::Path::new(&self.pin_path())
+            .join("maps")
+            .join(name);
+        let data = aya::maps::MapData::from_pin(&path).ok()?;
+        Some(aya::maps::Map::from_map_data(data).expect("pinned map"))
+    }
+
+    /// `fw-user conntrack list --json`, parsed.
+    #[must_use]
+    pub fn conntrack_list_json(&self) -> serde_json::Value {
+        let out = crate::fwcli::fw_user_ok(
+            &self.server,
+            &[
+                "conntrack",
+                "list",
+                "--json",
+                "--pin-path",
+                &self.pin_path(),
+            ],
+        );
+        serde_json::from_str(&out).expect("conntrack list --json is JSON")
+    }
+
+    /// `fw-user load FILE` in the foreground (as a service runs it), in the
+    /// server namespace, guarding its veth; returns once the policy is in
+    /// place and attached.
+    #[must_use]
+    pub fn load_foreground(&self, file: &str) -> Foreground {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.server.name])
+            .arg(crate::fwcli::binary())
+            .args([
+                "load",
+                file,
+                "--iface",
+                &self.server_if,
+                "--pin-path",
+                &self.pin_path(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn fw-user load");
+        // `ip netns exec` execs the command: the child is fw-user itself.
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let fg = Foreground {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        };
+        fg.wait_for_line(
+            &["loaded policy", "replaced the running policy"],
+            Duration::from_secs(20),
+        )
+    }
+}
+
+/// `fw-user load` running in the foreground; killed (SIGKILL) if still
+/// running when dropped.
+pub struct Foreground {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Foreground {
+    /// Wait until fw-user prints a line containing one of `needles` and
+    /// then says where it pinned (its last line when a load is done).
+    fn wait_for_line(mut self, needles: &[&str], timeout: Duration) -> Self {
+        let deadline = Instant::now() + timeout;
+        let mut loaded = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    loaded |= needles.iter().any(|n| line.contains(n));
+                    let done = loaded && line.contains("pinned at");
+                    self.seen.push(line);
+                    if done {
+                        return self;
+                    }
+                }
+                Err(err) => panic!(
+                    "fw-user load did not finish loading within {timeout:?} ({err}); it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The process id (fw-user's own: `ip netns exec` execs it).
+    #[must_use]
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"))
+    }
+
+    /// Send `signal` and wait for the process to end.
+    #[must_use]
+    pub fn stop(mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal fw-user");
+        self.child.wait().expect("wait for fw-user")
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Default for Pair {
     fn default() -> Self {
         Self::new()
@@ -378,7 +568,9 @@ impl EchoServer {
             sock.set_read_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
             tx.send(()).unwrap();
-            let mut buf = [0u8; 2048];
+            // Room for a datagram of any size: tests send some larger than
+            // the MTU, which arrive in fragments.
+            let mut buf = vec![0u8; 65_536];
             while !s.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = sock.recv_from(&mut buf) {
                     let _ = sock.send_to(&buf[..n], from);
@@ -458,6 +650,18 @@ impl Session {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         Self { stream }
+    }
+
+    /// The client's end of the connection.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
+    /// The server's end of the connection.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.stream.peer_addr().expect("peer address")
     }
 
     /// Send a message and expect it echoed.
@@ -601,6 +805,134 @@ pub fn send_frame(ns: &Netns, iface: &str, frame: Vec<u8>) {
             );
         }
     });
+}
+
+/// Send raw Ethernet frames out of `iface` inside `ns` through one
+/// `AF_PACKET` socket (floods, fragments). Bounded by the caller.
+pub fn send_frames(ns: &Netns, iface: &str, frames: Vec<Vec<u8>>) {
+    let iface = iface.to_string();
+    ns.run(move || {
+        let index = nix::net::if_::if_nametoindex(iface.as_str()).expect("interface index");
+        // SAFETY: plain socket syscalls on a descriptor we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
+            addr.sll_ifindex = i32::try_from(index).unwrap();
+            addr.sll_halen = 6;
+            for frame in &frames {
+                loop {
+                    let sent = libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap(),
+                    );
+                    if usize::try_from(sent).ok() == Some(frame.len()) {
+                        break;
+                    }
+                    let err = std::io::Error::last_os_error();
+                    // The device queue is full: let it drain.
+                    assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "sendto: {err}");
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            libc::close(fd);
+        }
+    });
+}
+
+/// Every frame seen on an interface from the moment it is created
+/// (`AF_PACKET`, both directions), to learn what a real stack sent: for
+/// instance the sequence number an ICMP error must quote.
+pub struct Capture {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Capture {
+    #[must_use]
+    pub fn start(ns: &Netns, iface: &str) -> Self {
+        let iface = iface.to_string();
+        let fd = ns.run(move || {
+            let index = nix::net::if_::if_nametoindex(iface.as_str()).expect("interface index");
+            let all = u16::try_from(libc::ETH_P_ALL).unwrap().to_be();
+            // SAFETY: plain socket syscalls; the descriptor is wrapped at once.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all));
+                assert!(
+                    fd >= 0,
+                    "packet socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let fd = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
+                addr.sll_protocol = all;
+                addr.sll_ifindex = i32::try_from(index).unwrap();
+                let rc = libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    (&raw const addr).cast(),
+                    u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap(),
+                );
+                assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+                fd
+            }
+        });
+        Self { fd }
+    }
+
+    /// The frames captured so far.
+    #[must_use]
+    pub fn frames(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            // SAFETY: recv into a buffer we own, on a descriptor we own.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let Ok(n) = usize::try_from(n) else {
+                return out;
+            };
+            out.push(buf[..n].to_vec());
+        }
+    }
+}
+
+/// From inside `ns`, send a datagram of `len` bytes on a connected UDP
+/// socket and return the size of what came back, if anything did.
+#[must_use]
+pub fn udp_exchange_len(
+    ns: &Netns,
+    to: SocketAddr,
+    len: usize,
+    timeout: Duration,
+) -> Option<usize> {
+    ns.run(move || {
+        let any: SocketAddr = if to.is_ipv6() {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+        } else {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        };
+        let sock = UdpSocket::bind(any).unwrap();
+        sock.connect(to).unwrap();
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        sock.send(&crate::packet::payload(len)).unwrap();
+        let mut buf = vec![0u8; 65_536];
+        sock.recv(&mut buf).ok()
+    })
 }
 
 /// Like `tcp_probe`, from a chosen local address and port (port 0: any).
