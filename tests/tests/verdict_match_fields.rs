@@ -283,10 +283,14 @@ fn icmp_types_and_protocol_numbers() {
     if lacks_privileges() {
         return;
     }
+    // ICMP errors quoting no tracked flow are INVALID (as in netfilter);
+    // hand INVALID to the rules so the type match itself is what is tested.
     let mut dp = Datapath::with_policy(
         r#"
 [defaults]
 input = "drop"
+[stateful]
+invalid = "rules"
 [[input]]
 proto = "icmp"
 icmp_type = ["echo-request", "time-exceeded", "destination-unreachable"]
