@@ -58,7 +58,7 @@ pub struct Found {
 /// direction is found by the reversed key.
 #[inline(always)]
 pub fn find(key: &CtKey, now: u64, dir: Direction) -> Option<Found> {
-    if let Some(e) = lookup(key, now) {
+    if let Some((e, _)) = lookup(key, now) {
         // SAFETY: pointer from a map lookup.
         let entry = unsafe { &*e };
         return Some(Found {
@@ -69,7 +69,7 @@ pub fn find(key: &CtKey, now: u64, dir: Direction) -> Option<Found> {
         });
     }
     let rev = reversed(key);
-    let e = lookup(&rev, now)?;
+    let (e, _) = lookup(&rev, now)?;
     // SAFETY: pointer from a map lookup.
     if unsafe { (*e).flags } & CT_FLAG_FORWARD == 0 {
         return None;
@@ -95,24 +95,30 @@ pub fn reversed(key: &CtKey) -> CtKey {
     rev
 }
 
-/// The live entry for `key` in either table, reclaiming it if expired.
+/// The entry for `key` and whether it is in the transient table.
 #[inline(always)]
-pub fn lookup(key: &CtKey, now: u64) -> Option<*mut CtEntry> {
-    if let Some(entry) = FW_CONNTRACK.get_ptr_mut(key) {
-        // SAFETY: the map returned a valid pointer to a value of this type.
-        if is_expired(unsafe { &*entry }, now) {
-            let _ = FW_CONNTRACK.remove(key);
-            return None;
-        }
-        return Some(entry);
+fn slot(key: &CtKey) -> Option<(*mut CtEntry, bool)> {
+    if let Some(e) = FW_CONNTRACK.get_ptr_mut(key) {
+        return Some((e, false));
     }
-    let entry = FW_CT_TRANSIENT.get_ptr_mut(key)?;
-    // SAFETY: as above.
+    FW_CT_TRANSIENT.get_ptr_mut(key).map(|e| (e, true))
+}
+
+/// The live entry for `key` in either table (and whether it is the
+/// transient one), reclaiming it if expired.
+#[inline(always)]
+pub fn lookup(key: &CtKey, now: u64) -> Option<(*mut CtEntry, bool)> {
+    let (entry, transient) = slot(key)?;
+    // SAFETY: the map returned a valid pointer to a value of this type.
     if is_expired(unsafe { &*entry }, now) {
-        let _ = FW_CT_TRANSIENT.remove(key);
+        if transient {
+            let _ = FW_CT_TRANSIENT.remove(key);
+        } else {
+            let _ = FW_CONNTRACK.remove(key);
+        }
         return None;
     }
-    Some(entry)
+    Some((entry, transient))
 }
 
 /// Forget a flow (a TCP connection reopened from TIME_WAIT or CLOSE).
@@ -122,10 +128,9 @@ pub fn forget(key: &CtKey) {
     let _ = FW_CT_TRANSIENT.remove(key);
 }
 
-/// Record an accepted packet on the entry of `key` (looked up again: it
-/// may have moved or expired since the packet was judged), and move the
-/// entry to the table its new state belongs in.
-#[expect(clippy::too_many_arguments, reason = "one packet's worth of facts")]
+/// Record an accepted packet on the entry of `key`, looked up again (the
+/// rules program cannot inherit a pointer across the tail call, and the
+/// entry may have moved or expired meanwhile).
 #[inline(always)]
 pub fn update(
     key: &CtKey,
@@ -136,17 +141,29 @@ pub fn update(
     bytes: u64,
     windows: Option<&[TcpWindow; 2]>,
 ) {
-    let was_transient;
-    let entry = if let Some(e) = FW_CONNTRACK.get_ptr_mut(key) {
-        was_transient = false;
-        e
-    } else if let Some(e) = FW_CT_TRANSIENT.get_ptr_mut(key) {
-        was_transient = true;
-        e
-    } else {
-        // Evicted or expired meanwhile: nothing to update.
-        return;
-    };
+    // Evicted or expired meanwhile: nothing to update.
+    if let Some((entry, transient)) = slot(key) {
+        update_at(
+            key, entry, transient, original, next, now, timeouts, bytes, windows,
+        );
+    }
+}
+
+/// Record an accepted packet on `entry` (of `key`, in the transient table
+/// or not), and move the entry to the table its new state belongs in.
+#[expect(clippy::too_many_arguments, reason = "one packet's worth of facts")]
+#[inline(always)]
+fn update_at(
+    key: &CtKey,
+    entry: *mut CtEntry,
+    was_transient: bool,
+    original: bool,
+    next: CtState,
+    now: u64,
+    timeouts: &Timeouts,
+    bytes: u64,
+    windows: Option<&[TcpWindow; 2]>,
+) {
     // SAFETY: pointer from a map lookup. Another CPU may update the same
     // entry concurrently; the worst outcome is a slightly stale counter.
     let e = unsafe { &mut *entry };
@@ -211,7 +228,7 @@ pub fn remember_fragment(key: &FragKey, l4_end: u16, now: u64) {
         l4_end,
         _pad: [0; 6],
     };
-    let _ = FW_FRAGS.insert(key, &entry, u64::from(BPF_ANY));
+    let _ = FW_FRAGS.insert(key, entry, u64::from(BPF_ANY));
 }
 
 /// May this later fragment pass: was its datagram's first fragment

@@ -216,16 +216,16 @@ pub fn parse(pkt: &Packet, strict_lengths: bool, tcp_options: bool) -> Result<He
         _ => return Err(ParseError::NotIp),
     };
     h.l4_off = l4_off;
-    if h.fragment != Fragment::Later {
-        if let Err(e) = parse_l4(pkt, l4_off, &mut h, tcp_options) {
-            // A first fragment too short for its layer-4 header is the
-            // tiny-fragment evasion, not a broken packet.
-            return Err(if h.fragment == Fragment::First {
-                ParseError::TinyFragment
-            } else {
-                e
-            });
-        }
+    if h.fragment != Fragment::Later
+        && let Err(e) = parse_l4(pkt, l4_off, &mut h, tcp_options)
+    {
+        // A first fragment too short for its layer-4 header is the
+        // tiny-fragment evasion, not a broken packet.
+        return Err(if h.fragment == Fragment::First {
+            ParseError::TinyFragment
+        } else {
+            e
+        });
     }
     Ok(h)
 }

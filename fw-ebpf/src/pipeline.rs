@@ -225,6 +225,9 @@ fn decide_tracked(
                 ..
             },
         ) => {
+            // Looked up again rather than carried from tracking: a map
+            // pointer kept across the stages costs the verifier its
+            // tracking of it on some paths.
             conntrack::update(
                 key,
                 *original,

@@ -9,10 +9,20 @@
 //! (`net/netfilter/nf_conntrack_proto_tcp.c`); sequence-window checks are not
 //! part of this table.
 
+// The datapath calls these per packet and can afford no BPF-to-BPF call
+// (it mixes tail calls with a stack near 512 bytes): they must be inlined.
+#[allow(
+    clippy::inline_always,
+    reason = "kernel programs cannot make BPF-to-BPF calls here"
+)]
 mod track;
+#[allow(
+    clippy::inline_always,
+    reason = "kernel programs cannot make BPF-to-BPF calls here"
+)]
 mod window;
 
-pub use track::{ZERO_WINDOW, ct_apply, ct_init, ct_new, tcp_judge};
+pub use track::{ZERO_WINDOW, ct_apply, ct_init, tcp_judge};
 pub use window::{after, before, seg_end, tcp_window, window_open};
 
 use crate::Direction;
@@ -240,6 +250,10 @@ pub const DEFAULT_TIMEOUTS: Timeouts = {
 /// When an entry in `state` seen at `now_ns` expires under `timeouts`.
 #[must_use]
 #[inline(always)]
+#[allow(
+    clippy::inline_always,
+    reason = "kernel programs cannot make BPF-to-BPF calls here"
+)]
 pub fn expiry(timeouts: &Timeouts, state: u8, now_ns: u64) -> u64 {
     // The index is masked after a volatile read: the compiler knows a state
     // that came from a `CtState` is below 14 and would drop the mask, but
@@ -375,7 +389,7 @@ pub enum TcpStep {
     Ignore,
     /// Drop without touching the entry.
     Invalid,
-    /// A pure SYN on a flow in TIME_WAIT or CLOSE: the old connection is
+    /// A pure SYN on a flow in `TIME_WAIT` or `CLOSE`: the old connection is
     /// over and this is a new one (RFC 1122 4.2.2.13). The caller forgets
     /// the entry and handles the packet as NEW, as netfilter does.
     Reopen,

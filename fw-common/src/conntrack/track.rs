@@ -117,40 +117,14 @@ pub fn ct_init(
     e.bytes = [bytes, 0];
     e.state = state as u8;
     e.origin = dir as u8;
-    e._pad0 = 0;
+    // Scratch memory is reused: clear the padding too, so entries are
+    // byte-for-byte deterministic.
+    #[allow(clippy::used_underscore_binding, reason = "clearing padding")]
+    {
+        e._pad0 = 0;
+        e._pad1 = [0; 2];
+    }
     e.rule = rule;
-    e._pad1 = [0; 2];
-}
-
-/// `ct_init` into a fresh value, for code with room on its stack.
-#[must_use]
-#[expect(clippy::too_many_arguments, reason = "one packet's worth of facts")]
-pub fn ct_new(
-    dir: Direction,
-    state: CtState,
-    rule: u16,
-    now: u64,
-    timeouts: &Timeouts,
-    bytes: u64,
-    flags: u8,
-    tcp: Option<&TcpSeg>,
-) -> CtEntry {
-    let mut e = CtEntry {
-        created_ns: 0,
-        last_seen_ns: 0,
-        expires_ns: 0,
-        packets: [0; 2],
-        bytes: [0; 2],
-        tcp: [ZERO_WINDOW; 2],
-        state: 0,
-        origin: 0,
-        flags: 0,
-        _pad0: 0,
-        rule: 0,
-        _pad1: [0; 2],
-    };
-    ct_init(&mut e, dir, state, rule, now, timeouts, bytes, flags, tcp);
-    e
 }
 
 /// The datapath's TCP tracking on a host-side table of one flow, with a
@@ -163,6 +137,37 @@ mod tests {
         DEFAULT_TIMEOUTS, NO_WSCALE, is_expired,
         tcp_flags::{ACK, FIN, PSH, RST, SYN},
     };
+
+    /// `ct_init` into a fresh value (the host has room on its stack).
+    #[must_use]
+    #[expect(clippy::too_many_arguments, reason = "one packet's worth of facts")]
+    fn ct_new(
+        dir: Direction,
+        state: CtState,
+        rule: u16,
+        now: u64,
+        timeouts: &Timeouts,
+        bytes: u64,
+        flags: u8,
+        tcp: Option<&TcpSeg>,
+    ) -> CtEntry {
+        let mut e = CtEntry {
+            created_ns: 0,
+            last_seen_ns: 0,
+            expires_ns: 0,
+            packets: [0; 2],
+            bytes: [0; 2],
+            tcp: [ZERO_WINDOW; 2],
+            state: 0,
+            origin: 0,
+            flags: 0,
+            _pad0: 0,
+            rule: 0,
+            _pad1: [0; 2],
+        };
+        ct_init(&mut e, dir, state, rule, now, timeouts, bytes, flags, tcp);
+        e
+    }
 
     const SEC: u64 = 1_000_000_000;
     /// Client and server initial sequence numbers; the client's wraps.

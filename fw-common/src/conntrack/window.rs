@@ -86,10 +86,6 @@ pub const fn window_open(syn: &TcpSeg) -> [TcpWindow; 2] {
 /// copies.
 #[must_use]
 #[inline(always)]
-#[expect(
-    clippy::similar_names,
-    reason = "sender/receiver follow netfilter's naming"
-)]
 pub const fn tcp_window(tcp: &mut [TcpWindow; 2], seg: &TcpSeg, original: bool, state: u8) -> bool {
     let [a, b] = tcp;
     // Plain branches, not an index: the datapath's verifier must see

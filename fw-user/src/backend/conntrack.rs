@@ -21,9 +21,6 @@ use serde::Serialize;
 use super::maps::FwMaps;
 use crate::error::{Error, Result};
 
-/// `bpf_map_update_elem` flag: create only, never overwrite.
-const BPF_NOEXIST: u64 = 1;
-
 /// Which of the two connection tables an entry is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -336,7 +333,10 @@ impl FwMaps {
             if self.ct_transient.get(key, 0).is_ok() {
                 continue;
             }
-            match self.conntrack.insert(key, entry, BPF_NOEXIST) {
+            match self
+                .conntrack
+                .insert(key, entry, u64::from(aya_obj::generated::BPF_NOEXIST))
+            {
                 Ok(()) => added += 1,
                 Err(MapError::SyscallError(e))
                     if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}

@@ -155,6 +155,15 @@ impl FwMaps {
             .map_err(|e| Error::bpf("cannot read `FW_CONFIG`", e))
     }
 
+    /// The datapath's clock now: the kernel's monotonic clock plus the
+    /// offset tests use to move time forward. Entries are stamped with it.
+    ///
+    /// # Errors
+    /// `FW_CONFIG` cannot be read.
+    pub fn datapath_now(&self) -> Result<u64> {
+        Ok(monotonic_now_ns() + self.config()?.clock_offset_ns)
+    }
+
     fn set_config(&mut self, cfg: FwConfig) -> Result<()> {
         self.config
             .set(0, cfg, 0)

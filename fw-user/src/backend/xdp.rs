@@ -164,7 +164,7 @@ fn install(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> 
     fill_jump_table(&mut ebpf, &mut fw_maps)?;
     let generation = fw_maps.install(compiled)?;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
-        super::maps::monotonic_now_ns(),
+        fw_maps.datapath_now()?,
         &compiled.header.ct_timeouts,
     ))?;
     let attached = attach_all(layout, ifaces)?;
@@ -242,8 +242,7 @@ where
 fn reload(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> Result<LoadReport> {
     let mut fw_maps = FwMaps::open_pinned(&layout.maps_dir())?;
     let generation = fw_maps.install(compiled)?;
-    // Stamped with the datapath's clock, which tests move forward.
-    let now = super::maps::monotonic_now_ns() + fw_maps.config()?.clock_offset_ns;
+    let now = fw_maps.datapath_now()?;
     let adopted_connections = fw_maps.adopt(&adopt::established_connections(
         now,
         &compiled.header.ct_timeouts,

@@ -27,7 +27,6 @@ use serde::Serialize;
 use crate::{
     backend::{
         conntrack::{CtRecord, CtTable},
-        maps::monotonic_now_ns,
         xdp,
     },
     error::{Error, Result},
@@ -479,17 +478,12 @@ impl Tuple {
     }
 }
 
-/// The datapath clock now.
-fn datapath_now(maps: &crate::backend::maps::FwMaps) -> Result<u64> {
-    Ok(monotonic_now_ns() + maps.config()?.clock_offset_ns)
-}
-
 /// The connections `filter` matches, oriented and sorted.
 fn flows(
     maps: &crate::backend::maps::FwMaps,
     filter: &Filter,
 ) -> Result<(Vec<(CtRecord, Flow)>, usize)> {
-    let now = datapath_now(maps)?;
+    let now = maps.datapath_now()?;
     let records = maps.ct_records()?;
     let total = records.len();
     let mut out: Vec<(CtRecord, Flow)> = records
@@ -621,7 +615,7 @@ pub fn flush(layout: &PinLayout, no_adopt: bool) -> Result<()> {
     if !no_adopt {
         let timeouts = maps.active_header()?.ct_timeouts;
         let adopted = maps.adopt(&crate::adopt::established_connections(
-            datapath_now(&maps)?,
+            maps.datapath_now()?,
             &timeouts,
         ))?;
         if adopted > 0 {

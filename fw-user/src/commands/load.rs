@@ -6,11 +6,7 @@ use std::{path::Path, time::Duration};
 use fw_common::Direction;
 
 use crate::{
-    backend::{
-        conntrack::Removed,
-        maps::{FwMaps, monotonic_now_ns},
-        xdp,
-    },
+    backend::{conntrack::Removed, maps::FwMaps, xdp},
     error::Result,
     ifaces,
     pin::{PinLayout, ensure_bpffs},
@@ -109,8 +105,7 @@ fn foreground(layout: &PinLayout) -> Result<()> {
                 _ = term.recv() => break,
                 () = tokio::time::sleep(SWEEP_INTERVAL) => {
                     let mut maps = FwMaps::open_pinned(&layout.maps_dir())?;
-                    let offset = maps.config()?.clock_offset_ns;
-                    let swept = maps.sweep(monotonic_now_ns() + offset)?;
+                    let swept = maps.sweep(maps.datapath_now()?)?;
                     let entries = maps.ct_records()?.len();
                     let drops: u64 = maps
                         .counters()?
