@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map layout in this crate changes incompatibly, so a
 /// loader never reads pinned maps written by a different layout.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// The single element of `FW_CONFIG`.
 ///

@@ -84,6 +84,22 @@ impl Counter {
         Self::DropRelated,
     ];
 
+    /// The counter numbered `v`, if there is one.
+    #[must_use]
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| *c as u8 == v)
+    }
+
+    /// What happened to the packet: "accept", "drop" or "reject".
+    #[must_use]
+    pub const fn verdict(self) -> &'static str {
+        match self {
+            Self::RejectRule | Self::RejectDefault => "reject",
+            c if c.is_drop() => "drop",
+            _ => "accept",
+        }
+    }
+
     #[must_use]
     pub const fn index(self, dir: crate::Direction) -> u32 {
         dir as u32 * Self::SLOTS + self as u32

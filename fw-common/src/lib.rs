@@ -8,11 +8,16 @@
 //! - shared enums have explicit discriminants and are append-only: never
 //!   renumber, retire a value by renaming it `Reserved…`.
 #![no_std]
+// The kernel build needs a compare-and-swap the BPF target does not expose
+// (see `events::rate_take`).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 pub mod checksum;
 pub mod config;
 pub mod conntrack;
 pub mod counters;
+pub mod events;
 pub mod maps;
 pub mod policy;
 

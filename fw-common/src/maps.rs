@@ -19,13 +19,24 @@ pub const FRAGS: &str = "FW_FRAGS";
 pub const COUNTERS: &str = "FW_COUNTERS";
 /// Token buckets of rules with `limit`.
 pub const LIMITS: &str = "FW_LIMITS";
+/// Per-CPU packets and bytes of every rule and chain default, keyed by
+/// the rule's stable identity, so counters outlive reloads.
+pub const RULE_STATS: &str = "FW_RULE_STATS";
+/// Names and match texts of the rules (`events::RuleInfo`), for the tools.
+pub const RULE_INFO: &str = "FW_RULE_INFO";
+/// The event ring buffer (`events::Event`).
+pub const EVENTS: &str = "FW_EVENTS";
+/// Per-CPU counts of events emitted, suppressed and lost (`LogStat`).
+pub const LOG_STATS: &str = "FW_LOG_STATS";
+/// Rate limiters of the events (`events::rate_take`).
+pub const LOG_BUCKETS: &str = "FW_LOG_BUCKETS";
 /// Program arrays for tail calls (REJECT replies). A program array belongs
 /// to one program type, so XDP and TC each have their own.
 pub const JUMP_XDP: &str = "FW_JUMP_XDP";
 pub const JUMP_TC: &str = "FW_JUMP_TC";
 
 /// Every map the loader pins, in a stable order.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 20] = [
     CONFIG,
     POLICY,
     RULES,
@@ -39,6 +50,11 @@ pub const ALL: [&str; 15] = [
     FRAGS,
     COUNTERS,
     LIMITS,
+    RULE_STATS,
+    RULE_INFO,
+    EVENTS,
+    LOG_STATS,
+    LOG_BUCKETS,
     JUMP_XDP,
     JUMP_TC,
 ];

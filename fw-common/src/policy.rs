@@ -173,17 +173,22 @@ pub struct RuleMeta {
     pub reject_with: u8,
     /// `RULE_FLAG_*`.
     pub flags: u8,
-    pub _pad: u8,
-    /// Stable identity of the rule across reloads (for counters).
-    pub id: u32,
+    pub _pad: [u8; 5],
+    /// Stable identity of the rule across reloads: its key in
+    /// `FW_RULE_STATS`, so an unchanged rule keeps its counters.
+    pub id: u64,
     /// `limit`: one match per this many nanoseconds on average (0: no
     /// limit), with up to `limit_cap_ns / limit_interval_ns` (the burst)
     /// matches at once. The loader multiplies, so the datapath never has to
     /// (BPF has no 128-bit multiply to check the product with).
     pub limit_interval_ns: u64,
     pub limit_cap_ns: u64,
+    /// The rule's own `log_rate` (see `events::rate_take`); 0: the
+    /// policy's `[log] rate` limits its events.
+    pub log_interval_ns: u64,
+    pub log_tolerance_ns: u64,
 }
-const _: () = assert!(size_of::<RuleMeta>() == 24);
+const _: () = assert!(size_of::<RuleMeta>() == 48);
 
 /// State of a rule's `limit` token bucket, one per rule slot in
 /// `FW_LIMITS`. Credit is kept as time: a match costs one interval.
@@ -251,8 +256,18 @@ pub struct PolicyHeader {
     pub _pad: [u8; 3],
     /// `[conntrack]` idle timeouts in seconds, by `CtState`.
     pub ct_timeouts: crate::conntrack::Timeouts,
+    /// Outcomes decided outside the rules that emit an event (`[log]
+    /// default`, `[log] invalid`): bit `c` for `Counter` `c`.
+    pub log_mask: u32,
+    pub _pad2: u32,
+    /// `[log] rate` and `burst` (see `events::rate_take`).
+    pub log_interval_ns: u64,
+    pub log_tolerance_ns: u64,
+    /// `[log] prefix`, UTF-8, NUL padded. Not read by the datapath: kept
+    /// here so that any `fw-user` formats events as the policy asks.
+    pub log_prefix: [u8; crate::events::RULE_PREFIX_BYTES],
 }
-const _: () = assert!(size_of::<PolicyHeader>() == 104);
+const _: () = assert!(size_of::<PolicyHeader>() == 160);
 
 impl PolicyHeader {
     pub const EMPTY: Self = Self {
@@ -271,6 +286,11 @@ impl PolicyHeader {
         related: StageAction::Accept as u8,
         _pad: [0; 3],
         ct_timeouts: crate::conntrack::DEFAULT_TIMEOUTS,
+        log_mask: 0,
+        _pad2: 0,
+        log_interval_ns: 0,
+        log_tolerance_ns: 0,
+        log_prefix: [0; crate::events::RULE_PREFIX_BYTES],
     };
 }
 

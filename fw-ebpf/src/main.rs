@@ -10,6 +10,7 @@ mod parse;
 mod pipeline;
 mod policy;
 mod reject;
+mod report;
 mod route;
 
 use aya_ebpf::{

@@ -4,12 +4,15 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
+    },
 };
 use fw_common::{
     config::FwConfig,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     counters::{Counter, CounterValue},
+    events::{BUCKET_ENTRIES, LogStat, RING_BYTES, RULE_STATS_ENTRIES, RuleInfo},
     maps::{CONNTRACK_MAX_ENTRIES, FRAG_MAX_ENTRIES, JUMP_ENTRIES},
     policy::{
         ADDR_TRIE_MAX_ENTRIES, AddrKey, Bucket, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES,
@@ -91,3 +94,29 @@ pub static FW_LIMITS: Array<Bucket> = Array::with_max_entries(RULE_ENTRIES, 0);
 /// `parse::window_scale`, `policy::first_match`). Kernel only.
 #[map]
 pub static FW_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Packets and bytes per rule and chain default, per CPU, keyed by the
+/// rule's stable identity (`RuleMeta::id`, `events::default_stats_id`).
+/// The loader creates the entries of a policy before switching to it and
+/// removes those no policy uses any more; the datapath only adds to them.
+#[map]
+pub static FW_RULE_STATS: PerCpuHashMap<u64, CounterValue> =
+    PerCpuHashMap::with_max_entries(RULE_STATS_ENTRIES, 0);
+
+/// Rule names and texts for the tools; never read here, declared so that
+/// it is created and pinned with the rest.
+#[map]
+pub static FW_RULE_INFO: Array<RuleInfo> =
+    Array::with_max_entries(fw_common::policy::RULE_ENTRIES, 0);
+
+/// Log events for `fw-user load` / `fw-user events`.
+#[map]
+pub static FW_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Events emitted, suppressed by the rate limit, lost to a full ring.
+#[map]
+pub static FW_LOG_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LogStat::ENTRIES, 0);
+
+/// Event rate limiters (one word each, updated atomically by every CPU).
+#[map]
+pub static FW_LOG_BUCKETS: Array<u64> = Array::with_max_entries(BUCKET_ENTRIES, 0);

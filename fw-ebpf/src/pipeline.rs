@@ -22,6 +22,7 @@ use crate::{
     maps::{FW_COUNTERS, FW_PENDING, FW_POLICY},
     parse::{self, Fragment, Headers, Packet, ParseError},
     policy::{self, Query},
+    report::{self, LogTrail},
     route,
 };
 
@@ -61,7 +62,9 @@ pub fn process(ctx: *mut core::ffi::c_void, pkt: &Packet, dir: Direction, ifinde
     // `FW_PENDING`: a flag kept live across `decide` would make the
     // verifier walk the whole pipeline twice.)
     settle_fragment(!counter.is_drop());
-    finish(dir, counter, pkt.len as u64)
+    let verdict = finish(dir, counter, pkt.len as u64);
+    report::after_stateful(dir, counter, pkt.len as u64);
+    verdict
 }
 
 /// The rules stage, in its own program: classify the packet parked in
@@ -75,6 +78,7 @@ pub fn rules(dir: Direction) -> Verdict {
         unsafe { (*p).bytes }
     });
     let verdict = finish(dir, counter, bytes);
+    report::after_rules(dir, counter);
     if matches!(counter, Counter::RejectRule | Counter::RejectDefault) {
         // Only the rules stage rejects, and it parked how to answer.
         return Verdict::Reject;
@@ -134,16 +138,27 @@ fn decide(ctx: *mut core::ffi::c_void, pkt: &Packet, dir: Direction, ifindex: u3
     let h = match parse::parse(pkt, dir == Direction::Ingress, true) {
         Ok(h) => h,
         Err(ParseError::NotIp) => return Decision::Done(Counter::PassNonIp),
-        Err(ParseError::Malformed) => return Decision::Done(Counter::DropMalformed),
-        Err(ParseError::TinyFragment) => return Decision::Done(Counter::DropFragment),
+        Err(ParseError::Malformed) => {
+            note_unparsed(dir, ifindex);
+            return Decision::Done(Counter::DropMalformed);
+        }
+        Err(ParseError::TinyFragment) => {
+            note_unparsed(dir, ifindex);
+            return Decision::Done(Counter::DropFragment);
+        }
     };
-    if is_loopback(&h) {
-        return Decision::Done(Counter::DropSpoofed);
-    }
     // Without a policy loaded there is nothing to enforce; fail closed.
     let Some(snap) = policy::snapshot() else {
         return Decision::Done(Counter::DropDefault);
     };
+    // A policy that logs verdicts made before the rules needs the headers
+    // kept for the event (`report::after_stateful`).
+    if snap.header.log_mask != 0 {
+        note_packet(&h, dir, ifindex);
+    }
+    if is_loopback(&h) {
+        return Decision::Done(Counter::DropSpoofed);
+    }
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() } + snap.clock_offset_ns;
     if h.fragment == Fragment::Later {
@@ -291,9 +306,9 @@ pub struct Pending {
     windows: [TcpWindow; 2],
     /// Where a new flow's entry is built (too big for the stack).
     entry: CtEntry,
-    now: u64,
-    bytes: u64,
-    generation: u32,
+    pub now: u64,
+    pub bytes: u64,
+    pub generation: u32,
     /// `PENDING_*`.
     kind: u8,
     original: u8,
@@ -311,10 +326,13 @@ pub struct Pending {
     frag_l4_end: u16,
     /// The classifier's decision (`Action`, 1-based rule).
     action: u8,
-    _pad2: u8,
-    rule: u16,
+    /// The packet's `Counter`, for `report` (volatile).
+    pub outcome: u8,
+    pub rule: u16,
     _pad3: [u8; 2],
     frag_now: u64,
+    /// `action = "log"` rules the packet passed.
+    pub trail: LogTrail,
 }
 
 const PENDING_ESTABLISHED: u8 = 0;
@@ -454,7 +472,8 @@ fn classify_and_apply(dir: Direction) -> Counter {
     };
     // SAFETY: per-CPU slot from a map lookup, used only by this program run.
     let p = unsafe { &mut *p };
-    let d = policy::classify(p.generation, &p.query, p.now);
+    p.trail.clear();
+    let d = policy::classify(p.generation, &p.query, p.now, &mut p.trail);
     p.reject_with = d.reject_with;
     // The decision goes through per-CPU memory (volatile, so the compiler
     // keeps it there): the classifier has many ways out, and the verifier
@@ -531,6 +550,46 @@ fn classify_and_apply(dir: Direction) -> Counter {
         }
         _ => accepted,
     }
+}
+
+/// Keep the headers of a packet decided before the rules, for its event.
+#[inline(always)]
+fn note_packet(h: &Headers, dir: Direction, ifindex: u32) {
+    let Some(p) = FW_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot from a map lookup, used only by this program run.
+    let p = unsafe { &mut *p };
+    let chain = match dir {
+        Direction::Ingress => Chain::Input,
+        Direction::Egress => Chain::Output,
+    };
+    fill_query(&mut p.query, h, chain, ifindex, PacketState::New);
+    p.rule = 0;
+}
+
+/// A packet whose headers could not be read: its event names only the
+/// interface (family 0: no addresses).
+#[inline(always)]
+fn note_unparsed(dir: Direction, ifindex: u32) {
+    let Some(p) = FW_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot from a map lookup, used only by this program run.
+    let q = unsafe { &mut (*p).query };
+    q.chain = match dir {
+        Direction::Ingress => Chain::Input as u8,
+        Direction::Egress => Chain::Output as u8,
+    };
+    q.ifindex = ifindex;
+    q.family = 0;
+    q.proto = 0;
+    q.src = [0; 4];
+    q.dst = [0; 4];
+    q.sport = 0;
+    q.dport = 0;
+    q.icmp_type = 0;
+    q.tcp_flags = 0;
 }
 
 /// Fill the classifier's query in place (no room for a copy on the stack).

@@ -15,6 +15,8 @@ use fw_common::{
 
 use fw_common::policy::bucket_take;
 
+use crate::report::LogTrail;
+
 use crate::maps::{
     FW_CLASSES, FW_CONFIG, FW_CURSOR, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES,
     FW_SCRATCH, FW_SRC, FW_TABLES,
@@ -75,7 +77,7 @@ const MAX_MATCH_STEPS: usize = 8;
 
 /// Classify `q` against generation `generation` of the policy.
 #[inline(always)]
-pub fn classify(generation: u32, q: &Query, now: u64) -> Decision {
+pub fn classify(generation: u32, q: &Query, now: u64, trail: &mut LogTrail) -> Decision {
     let Some(header) = FW_POLICY.get(generation & 1) else {
         return Decision {
             action: Action::Drop,
@@ -106,6 +108,7 @@ pub fn classify(generation: u32, q: &Query, now: u64) -> Decision {
         q,
         u32::from(chain_header.iface_default_class),
         now,
+        trail,
     ) {
         Some(d) => d,
         None => default,
@@ -152,7 +155,14 @@ fn bitmap(generation: u32, chain: Chain, class: u32) -> Option<&'static RuleBitm
 }
 
 #[inline(always)]
-fn first_match(g: u32, c: Chain, q: &Query, iface_default: u32, now: u64) -> Option<Decision> {
+fn first_match(
+    g: u32,
+    c: Chain,
+    q: &Query,
+    iface_default: u32,
+    now: u64,
+    trail: &mut LogTrail,
+) -> Option<Decision> {
     let icmp_table = if q.family == family::IPV4 {
         table::ICMP4_TYPE
     } else {
@@ -226,8 +236,11 @@ fn first_match(g: u32, c: Chain, q: &Query, iface_default: u32, now: u64) -> Opt
                 rule: rule as u16 + 1,
             });
         }
-        // A LOG rule (logging arrives with the observability work) or a
-        // rule over its limit: the packet goes on to the next match.
+        // A LOG rule logs (after the verdict, `report::after_rules`) and
+        // the packet goes on, as does a rule over its limit.
+        if action == Action::Log && within_limit {
+            trail.push(slot);
+        }
         let w = (rule / 64) as usize % BITMAP_WORDS;
         acc.words[w] &= !(1u64 << (rule % 64));
     }

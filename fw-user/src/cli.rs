@@ -35,9 +35,35 @@ pub enum Command {
         #[command(flatten)]
         pin: PinArg,
         /// Return once the policy is in place instead of staying in the
-        /// foreground to sweep expired connections.
+        /// foreground to sweep expired connections and print log events.
         #[arg(long)]
         detach: bool,
+        #[command(flatten)]
+        output: EventArgs,
+        /// Stay in the foreground without printing log events (leave them
+        /// to `fw-user events`).
+        #[arg(long, conflicts_with_all = ["json", "syslog"])]
+        no_events: bool,
+        /// Serve Prometheus metrics on this address while in the
+        /// foreground, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR:PORT", conflicts_with = "detach")]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Follow the log events of the running firewall (one reader at a
+    /// time: a foreground `fw-user load` is one).
+    Events {
+        #[command(flatten)]
+        pin: PinArg,
+        #[command(flatten)]
+        output: EventArgs,
+    },
+    /// Serve Prometheus metrics of the running firewall until interrupted.
+    Metrics {
+        #[command(flatten)]
+        pin: PinArg,
+        /// Address and port to listen on.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
     },
     /// Detach the firewall from every interface and remove its maps.
     Unload {
@@ -146,6 +172,35 @@ impl CtFilterArgs {
             sport: self.sport,
             dport: self.dport,
             state: self.state.clone(),
+        }
+    }
+}
+
+/// How log events are printed.
+#[derive(Debug, clap::Args)]
+pub struct EventArgs {
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Send events to syslog (and so journald) instead of stdout.
+    #[arg(long)]
+    pub syslog: bool,
+    /// The syslog socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/dev/log",
+        requires = "syslog"
+    )]
+    pub syslog_socket: PathBuf,
+}
+
+impl EventArgs {
+    #[must_use]
+    pub fn output(&self) -> crate::commands::foreground::EventOutput {
+        crate::commands::foreground::EventOutput {
+            json: self.json,
+            syslog: self.syslog.then(|| self.syslog_socket.clone()),
         }
     }
 }

@@ -81,6 +81,16 @@ pub enum Error {
     NotLoaded(PathBuf),
 
     #[error(
+        "another fw-user (pid {holder}) is already following this firewall's events; a ring buffer has one reader (hint: stop that one, or use its output; lock `{}`)", lock.display()
+    )]
+    EventsBusy { holder: String, lock: PathBuf },
+
+    #[error(
+        "cannot serve metrics on `{addr}`: {reason} (hint: pick a free address and port, e.g. --metrics 127.0.0.1:9464)"
+    )]
+    MetricsBind { addr: String, reason: String },
+
+    #[error(
         "the firewall at `{path}` was written by a different fw version (map layout {found}, this fw-user uses {expected}) (hint: `fw-user unload --pin-path {path}` with the old version, then load again)"
     )]
     AbiMismatch {

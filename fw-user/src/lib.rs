@@ -7,7 +7,9 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod events;
 pub mod ifaces;
+pub mod metrics;
 pub mod output;
 pub mod pin;
 pub mod policy;
@@ -21,9 +23,11 @@ use cli::{Cli, Command, ConntrackCommand};
 pub fn run(cli: Cli) -> error::Result<()> {
     // Before anything else (joining a mount namespace needs a single thread).
     let pin_root = match &cli.command {
-        Command::Load { pin, .. } | Command::Unload { pin } | Command::Status { pin, .. } => {
-            Some(pin.layout().root)
-        }
+        Command::Load { pin, .. }
+        | Command::Unload { pin }
+        | Command::Status { pin, .. }
+        | Command::Events { pin, .. }
+        | Command::Metrics { pin, .. } => Some(pin.layout().root),
         Command::Conntrack { command } => Some(command.pin().layout().root),
         Command::Check { .. } => None,
     };
@@ -40,7 +44,21 @@ pub fn run(cli: Cli) -> error::Result<()> {
             ifaces,
             pin,
             detach,
-        } => commands::load::run(policy.as_deref(), &ifaces, &pin.layout(), detach),
+            output,
+            no_events,
+            metrics,
+        } => commands::load::run(
+            policy.as_deref(),
+            &ifaces,
+            &pin.layout(),
+            detach,
+            &commands::load::Follow {
+                events: (!no_events).then(|| output.output()),
+                metrics,
+            },
+        ),
+        Command::Events { pin, output } => commands::events::run(&pin.layout(), output.output()),
+        Command::Metrics { pin, listen } => commands::metrics::run(&pin.layout(), listen),
         Command::Unload { pin } => commands::unload::run(&pin.layout()),
         Command::Status { pin, json } => commands::status::run(&pin.layout(), json),
         Command::Conntrack { command } => match command {

@@ -6,6 +6,10 @@ use crate::commands::status::Status;
 
 /// `fw-user status` as a table, in the spirit of `iptables -vL`.
 #[must_use]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one block per section, in the order printed"
+)]
 pub fn status_table(s: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "fw: {} backend, pinned at {}", s.backend, s.pin_path);
@@ -33,6 +37,38 @@ pub fn status_table(s: &Status) -> String {
             i.name, i.xdp, i.tc_egress
         );
     }
+    for c in &s.chains {
+        let _ = writeln!(
+            out,
+            "\nChain {} (policy {} {} packets, {} bytes)",
+            c.name, c.policy, c.packets, c.bytes
+        );
+        if c.rules.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  {:>4} {:>10} {:>12}  {:<7} {:<44} name",
+            "num", "pkts", "bytes", "action", "match"
+        );
+        for r in &c.rules {
+            let _ = writeln!(
+                out,
+                "  {:>4} {:>10} {:>12}  {:<7} {:<44} {}",
+                r.number,
+                r.packets,
+                r.bytes,
+                r.action,
+                r.matches,
+                r.name.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nlog events: {} emitted, {} suppressed by the rate limit, {} lost (ring buffer full)",
+        s.events.emitted, s.events.suppressed, s.events.lost
+    );
     let ct = &s.conntrack;
     let _ = writeln!(
         out,
@@ -49,7 +85,7 @@ pub fn status_table(s: &Status) -> String {
     for (state, n) in &ct.by_state {
         let _ = writeln!(out, "  {state:<12} {n:>8}");
     }
-    let _ = writeln!(out, "\ncounters:");
+    let _ = writeln!(out, "\npackets by outcome:");
     let _ = writeln!(
         out,
         "  {:<28} {:>12} {:>14} {:>12} {:>14}",

@@ -378,41 +378,56 @@ impl Pair {
     /// place and attached.
     #[must_use]
     pub fn load_foreground(&self, file: &str) -> Foreground {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.server.name])
-            .arg(crate::fwcli::binary())
-            .args([
-                "load",
-                file,
-                "--iface",
-                &self.server_if,
-                "--pin-path",
-                &self.pin_path(),
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn fw-user load");
-        // `ip netns exec` execs the command: the child is fw-user itself.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let fg = Foreground {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        };
-        fg.wait_for_line(
+        self.load_foreground_with(file, &[])
+    }
+
+    /// `load_foreground` with more arguments (`--json`, `--metrics …`).
+    #[must_use]
+    pub fn load_foreground_with(&self, file: &str, extra: &[&str]) -> Foreground {
+        let mut args = vec!["load", file, "--iface", &self.server_if, "--pin-path"];
+        let pin = self.pin_path();
+        args.push(&pin);
+        args.extend_from_slice(extra);
+        self.spawn_fw_user(&args).wait_for_line(
             &["loaded policy", "replaced the running policy"],
             Duration::from_secs(20),
         )
+    }
+
+    /// Start `fw-user ARGS` in the server namespace, its stdout read line
+    /// by line into the returned handle.
+    #[must_use]
+    pub fn spawn_fw_user(&self, args: &[&str]) -> Foreground {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.server.name])
+            .arg(crate::fwcli::binary())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn fw-user");
+        // `ip netns exec` execs the command: the child is fw-user itself.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Foreground {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 }
 
@@ -447,6 +462,51 @@ impl Foreground {
                 ),
             }
         }
+    }
+
+    /// Wait until a line contains `needle`; returns it.
+    ///
+    /// # Panics
+    /// Nothing like it comes within `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(err) => panic!(
+                    "fw-user printed no line with {needle:?} within {timeout:?} ({err}); it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The lines printed until now and over the next `quiet` (waiting
+    /// until no line has come for that long).
+    pub fn lines_until_quiet(&mut self, quiet: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(quiet) {
+            self.seen.push(line.clone());
+            out.push(line);
+        }
+        out
+    }
+
+    /// Has the process exited? Its status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Every line seen so far.
+    #[must_use]
+    pub fn seen(&self) -> &[String] {
+        &self.seen
     }
 
     /// The process id (fw-user's own: `ip netns exec` execs it).

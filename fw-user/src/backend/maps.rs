@@ -5,8 +5,8 @@ use std::path::Path;
 use aya::{
     Ebpf,
     maps::{
-        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray, ProgramArray,
-        lpm_trie::Key,
+        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap,
+        ProgramArray, lpm_trie::Key,
     },
 };
 use fw_common::{
@@ -14,6 +14,7 @@ use fw_common::{
     config::{ABI_VERSION, FwConfig},
     conntrack::{CtEntry, CtKey, FragEntry, FragKey},
     counters::{Counter, CounterValue},
+    events::RuleInfo,
     maps,
     policy::{
         AddrKey, Bucket, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta,
@@ -46,6 +47,11 @@ pub struct FwMaps {
     pub frags: HashMap<MapData, FragKey, FragEntry>,
     pub counters: PerCpuArray<MapData, CounterValue>,
     pub limits: Array<MapData, Bucket>,
+    /// Packets and bytes per rule identity (see `backend::stats`).
+    pub rule_stats: PerCpuHashMap<MapData, u64, CounterValue>,
+    pub rule_info: Array<MapData, RuleInfo>,
+    pub log_stats: PerCpuArray<MapData, u64>,
+    pub log_buckets: Array<MapData, u64>,
     pub jump_xdp: ProgramArray<MapData>,
     pub jump_tc: ProgramArray<MapData>,
 }
@@ -83,6 +89,10 @@ impl FwMaps {
             frags: typed(take(maps::FRAGS)?, maps::FRAGS)?,
             counters: typed(take(maps::COUNTERS)?, maps::COUNTERS)?,
             limits: typed(take(maps::LIMITS)?, maps::LIMITS)?,
+            rule_stats: typed(take(maps::RULE_STATS)?, maps::RULE_STATS)?,
+            rule_info: typed(take(maps::RULE_INFO)?, maps::RULE_INFO)?,
+            log_stats: typed(take(maps::LOG_STATS)?, maps::LOG_STATS)?,
+            log_buckets: typed(take(maps::LOG_BUCKETS)?, maps::LOG_BUCKETS)?,
             jump_xdp: typed(take(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
             jump_tc: typed(take(maps::JUMP_TC)?, maps::JUMP_TC)?,
         })
@@ -142,6 +152,10 @@ impl FwMaps {
             frags: typed(open(maps::FRAGS)?, maps::FRAGS)?,
             counters: typed(open(maps::COUNTERS)?, maps::COUNTERS)?,
             limits: typed(open(maps::LIMITS)?, maps::LIMITS)?,
+            rule_stats: typed(open(maps::RULE_STATS)?, maps::RULE_STATS)?,
+            rule_info: typed(open(maps::RULE_INFO)?, maps::RULE_INFO)?,
+            log_stats: typed(open(maps::LOG_STATS)?, maps::LOG_STATS)?,
+            log_buckets: typed(open(maps::LOG_BUCKETS)?, maps::LOG_BUCKETS)?,
             jump_xdp: typed(open(maps::JUMP_XDP)?, maps::JUMP_XDP)?,
             jump_tc: typed(open(maps::JUMP_TC)?, maps::JUMP_TC)?,
         })
@@ -247,6 +261,7 @@ impl FwMaps {
                     .map_err(|e| Error::bpf("cannot write `FW_IFACES`", e))?;
             }
         }
+        self.prepare_observability(compiled, target)?;
         self.policy
             .set(target, compiled.header, 0)
             .map_err(|e| Error::bpf("cannot write `FW_POLICY`", e))?;

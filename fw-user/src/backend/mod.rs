@@ -5,6 +5,7 @@
 mod batch;
 pub mod conntrack;
 pub mod maps;
+mod stats;
 pub mod xdp;
 
 /// The compiled kernel programs, embedded at build time by `build.rs`.

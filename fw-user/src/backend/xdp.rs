@@ -263,6 +263,10 @@ fn reload(layout: &PinLayout, compiled: &CompiledPolicy, ifaces: &[String]) -> R
         detach(layout, iface)?;
         detached.push(iface.clone());
     }
+    // The new policy is in force: counters of rules it dropped go (a
+    // packet still in flight under the old one may bring one back until
+    // the next reload, which is harmless).
+    fw_maps.prune_rule_stats(compiled)?;
     Ok(LoadReport {
         fresh: false,
         generation,

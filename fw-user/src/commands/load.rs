@@ -1,20 +1,17 @@
 //! `fw-user load`: compile, install or replace atomically, then either
-//! return (`--detach`) or stay to sweep expired connections.
+//! return (`--detach`) or stay in the foreground: sweep expired
+//! connections, print log events, serve metrics.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
-use fw_common::Direction;
-
+use super::foreground::{self, EventOutput, Jobs};
 use crate::{
-    backend::{conntrack::Removed, maps::FwMaps, xdp},
+    backend::xdp,
     error::Result,
     ifaces,
     pin::{PinLayout, ensure_bpffs},
     policy,
 };
-
-/// How often the foreground loop reclaims expired connection entries.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// # Errors
 /// The policy is invalid or could not be put in place; the previous state
@@ -24,6 +21,7 @@ pub fn run(
     cli_ifaces: &[String],
     layout: &PinLayout,
     detach: bool,
+    follow: &Follow,
 ) -> Result<()> {
     let (policy, name) = super::read_policy(path)?;
     let compiled = policy::compile(&policy, &name, &|n| nix::net::if_::if_nametoindex(n).ok())?;
@@ -82,49 +80,28 @@ pub fn run(
     if detach {
         return Ok(());
     }
-    foreground(layout)
+    println!(
+        "fw: staying in the foreground to sweep expired connections{} (Ctrl-C leaves; use --detach to skip)",
+        if follow.events.is_some() {
+            " and print log events"
+        } else {
+            ""
+        }
+    );
+    foreground::run(
+        layout,
+        &Jobs {
+            sweep: true,
+            events: follow.events.clone().map(|o| (o, false)),
+            metrics: follow.metrics,
+        },
+    )
 }
 
-/// Sweep expired entries until interrupted. Leaving this loop never
-/// unloads the firewall: the pinned programs keep filtering.
-fn foreground(layout: &PinLayout) -> Result<()> {
-    println!(
-        "fw: staying in the foreground to sweep expired connections (Ctrl-C leaves; use --detach to skip)"
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::error::Error::io("cannot start the runtime", e))?;
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| crate::error::Error::io("cannot watch SIGTERM", e))?;
-        let mut last_drops = None;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-                () = tokio::time::sleep(SWEEP_INTERVAL) => {
-                    let mut maps = FwMaps::open_pinned(&layout.maps_dir())?;
-                    let swept = maps.sweep(maps.datapath_now()?)?;
-                    let entries = maps.ct_records()?.len();
-                    let drops: u64 = maps
-                        .counters()?
-                        .iter()
-                        .filter(|(d, c, _)| *d == Direction::Ingress && c.is_drop())
-                        .map(|(_, _, v)| v.packets)
-                        .sum();
-                    if last_drops != Some(drops) || swept != Removed::default() {
-                        println!(
-                            "fw: {entries} tracked connections; swept {} expired connections and {} fragment entries; {drops} inbound packets dropped so far",
-                            swept.connections(),
-                            swept.fragments,
-                        );
-                        last_drops = Some(drops);
-                    }
-                }
-            }
-        }
-        println!("fw: leaving the foreground; the firewall stays loaded");
-        Ok(())
-    })
+/// What `load` does in the foreground besides sweeping.
+pub struct Follow {
+    /// Print log events (unless another reader has them).
+    pub events: Option<EventOutput>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
 }

@@ -2,7 +2,10 @@
 
 pub mod check;
 pub mod conntrack;
+pub mod events;
+pub mod foreground;
 pub mod load;
+pub mod metrics;
 pub mod status;
 pub mod unload;
 

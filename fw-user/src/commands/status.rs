@@ -2,15 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use fw_common::policy::{Action, Chain};
+use fw_common::{
+    events::{LogStat, default_stats_id},
+    policy::{Action, Chain, PolicyHeader, rule_index},
+};
 use serde::Serialize;
 
 use crate::{
     backend::{
         conntrack::{self, CtTable, TableUsage},
+        maps::FwMaps,
         xdp,
     },
     error::Result,
+    events::text,
     ifaces,
     pin::PinLayout,
 };
@@ -24,8 +29,51 @@ pub struct Status {
     pub defaults: BTreeMap<&'static str, &'static str>,
     pub rules: BTreeMap<&'static str, u16>,
     pub interfaces: Vec<InterfaceStatus>,
+    /// Every chain with its rules and their counters, as `iptables -vL`.
+    pub chains: Vec<ChainStatus>,
     pub conntrack: ConntrackStatus,
+    /// Packets by outcome (drop reason, accept path) and direction.
     pub counters: Vec<CounterStatus>,
+    pub events: EventStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainStatus {
+    pub name: &'static str,
+    /// The default: "accept", "drop" or "reject".
+    pub policy: &'static str,
+    /// New connections the default decided.
+    pub packets: u64,
+    pub bytes: u64,
+    pub rules: Vec<RuleStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleStatus {
+    /// 1-based position in the chain (what events call RULE=).
+    pub number: u16,
+    pub name: Option<String>,
+    pub action: &'static str,
+    /// What it matches, as the policy says it.
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Line in the policy file.
+    pub line: u32,
+    /// Stable identity: unchanged rules keep it (and their counters)
+    /// across reloads.
+    pub id: String,
+}
+
+/// Log events since the firewall was installed.
+#[derive(Debug, Serialize)]
+pub struct EventStatus {
+    pub emitted: u64,
+    /// Held back by the rate limit.
+    pub suppressed: u64,
+    /// Within the limit, but nobody was reading and the ring was full.
+    pub lost: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,8 +108,49 @@ fn action_name(a: u8) -> &'static str {
     match Action::from_u8(a) {
         Action::Accept => "accept",
         Action::Reject => "reject",
-        Action::Drop | Action::NoMatch | Action::Log => "drop",
+        Action::Drop | Action::NoMatch => "drop",
+        Action::Log => "log",
     }
+}
+
+/// The chains of the policy in force, with their counters.
+fn chains(maps: &FwMaps, generation: u32, header: &PolicyHeader) -> Result<Vec<ChainStatus>> {
+    let stats = maps.rule_stats()?;
+    let count = |id: u64| stats.get(&id).copied().unwrap_or_default();
+    let mut out = Vec::new();
+    for chain in Chain::ALL {
+        let ch = &header.chains[chain as usize];
+        let infos = maps.rule_infos(generation, chain, ch.rule_count)?;
+        let mut rules = Vec::new();
+        for (i, info) in infos.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let meta = maps
+                .rules
+                .get(&rule_index(generation, chain, index), 0)
+                .map_err(|e| crate::error::Error::bpf("cannot read `FW_RULES`", e))?;
+            let c = count(meta.id);
+            let name = text(&info.name);
+            rules.push(RuleStatus {
+                number: u16::try_from(i + 1).unwrap_or(u16::MAX),
+                name: (!name.is_empty()).then_some(name),
+                action: action_name(meta.action),
+                matches: text(&info.text),
+                packets: c.packets,
+                bytes: c.bytes,
+                line: info.line,
+                id: format!("{:016x}", meta.id),
+            });
+        }
+        let d = count(default_stats_id(chain));
+        out.push(ChainStatus {
+            name: chain.name(),
+            policy: action_name(ch.default_action),
+            packets: d.packets,
+            bytes: d.bytes,
+            rules,
+        });
+    }
+    Ok(out)
 }
 
 /// Gather the status of the firewall at `layout`.
@@ -86,6 +175,10 @@ pub fn collect(layout: &PinLayout) -> Result<Status> {
             }
         })
         .collect();
+    let generation = cfg.active_gen & 1;
+    let chains = chains(&maps, generation, &header)?;
+    let log = maps.log_stats()?;
+    let log_stat = |k: LogStat| log.iter().find(|(x, _)| *x == k).map_or(0, |(_, v)| *v);
     let counters = maps
         .counters()?
         .into_iter()
@@ -115,6 +208,7 @@ pub fn collect(layout: &PinLayout) -> Result<Status> {
             .map(|c| (c.name(), header.chains[*c as usize].rule_count))
             .collect(),
         interfaces,
+        chains,
         conntrack: ConntrackStatus {
             entries: records.len(),
             max_entries: maps.ct_capacity(CtTable::Established)?,
@@ -123,6 +217,11 @@ pub fn collect(layout: &PinLayout) -> Result<Status> {
             fragments: maps.frag_usage()?,
         },
         counters,
+        events: EventStatus {
+            emitted: log_stat(LogStat::Emitted),
+            suppressed: log_stat(LogStat::Suppressed),
+            lost: log_stat(LogStat::Lost),
+        },
     })
 }
 

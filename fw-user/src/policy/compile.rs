@@ -11,6 +11,8 @@ use std::{
 };
 
 use fw_common::{
+    counters::Counter,
+    events::{RuleInfo, default_stats_id, rate_params},
     family, ipproto,
     policy::{
         Action, AddrKey, BITMAP_WORDS, Chain, ChainHeader, MAX_CLASSES, PolicyHeader,
@@ -53,6 +55,8 @@ impl AddrEntry {
 #[derive(Debug)]
 pub struct ChainTables {
     pub rules: Vec<RuleMeta>,
+    /// Names and texts of the rules, for the tools (same order).
+    pub infos: Vec<RuleInfo>,
     /// Class id → bitmap.
     pub classes: Vec<RuleBitmap>,
     /// `table::SLOTS` class ids (ports, protocol, ICMP types, TCP flags, state).
@@ -107,6 +111,10 @@ pub fn compile(
     header.neighbor_discovery = stage(policy.stateful.neighbor_discovery);
     header.related = stage(policy.stateful.related);
     header.ct_timeouts = policy.conntrack.timeouts;
+    header.log_mask = log_mask(&policy.log);
+    (header.log_interval_ns, header.log_tolerance_ns) =
+        rate_params(policy.log.rate.interval_ns, policy.log.rate.burst);
+    put_text(&mut header.log_prefix, &policy.log.prefix);
     let mut chains = Vec::new();
     for chain in Chain::ALL {
         let default = match chain {
@@ -115,7 +123,8 @@ pub fn compile(
             Chain::Forward => policy.defaults.forward,
         };
         let rules = policy.rules(chain);
-        let (tables, iface_default) = compile_chain(rules, chain, file, ifindex)?;
+        let (tables, iface_default) =
+            compile_chain(rules, chain, file, ifindex, &policy.log.prefix)?;
         let (action, with) = match default {
             Verdict::Accept => (Action::Accept, RejectWith::Auto),
             Verdict::Drop => (Action::Drop, RejectWith::Auto),
@@ -137,6 +146,32 @@ pub fn compile(
         ct_max_entries: policy.conntrack.max_entries(),
         ct_max_entries_set: policy.conntrack.max_entries.is_some(),
     })
+}
+
+/// The outcomes decided outside the rules that `[log]` asks events for,
+/// as `PolicyHeader::log_mask`.
+fn log_mask(log: &super::LogSettings) -> u32 {
+    let mut outcomes = Vec::new();
+    if log.default {
+        outcomes.extend([Counter::DropDefault, Counter::RejectDefault]);
+    }
+    if log.invalid {
+        outcomes.extend([
+            Counter::DropInvalid,
+            Counter::DropSpoofed,
+            Counter::DropMalformed,
+            Counter::DropFragment,
+            Counter::DropTableFull,
+        ]);
+    }
+    if log.stateful {
+        outcomes.extend([
+            Counter::DropEstablished,
+            Counter::DropRelated,
+            Counter::DropNeighborDiscovery,
+        ]);
+    }
+    outcomes.iter().fold(0, |m, c| m | 1 << (*c as u32))
 }
 
 /// Interns bitmaps into class ids.
@@ -202,18 +237,76 @@ fn rules_where(rules: &[Rule], f: impl Fn(&Rule) -> bool) -> RuleBitmap {
     b
 }
 
-/// Stable identity of a rule across reloads: its name and content.
-fn rule_id(r: &Rule) -> u32 {
-    let h = fingerprint(&format!(
-        "{r}|{:?}|{:?}|{:?}|{:?}",
-        r.state, r.tcp_flags, r.families, r.log
+/// Stable identity of a rule across reloads, its key in `FW_RULE_STATS`:
+/// the chain, what the rule says (sets by name, so a blocklist that grows
+/// keeps its counters), and which occurrence of that text it is (two equal
+/// rules of a chain count apart). The line is left out: a rule moved by an
+/// edit elsewhere keeps its counters; a rule whose text changes starts
+/// from zero.
+fn rule_id(chain: Chain, r: &Rule, occurrence: usize) -> u64 {
+    let id = fingerprint(&format!(
+        "{}|{occurrence}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        chain.name(),
+        r,
+        r.action,
+        r.state,
+        r.tcp_flags,
+        r.families,
+        r.limit,
+        r.log,
+        r.log_rate,
+        r.log_prefix,
     ));
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "a 32-bit digest of the 64-bit one"
-    )]
-    let id = (h ^ (h >> 32)) as u32;
-    id
+    // Never one of the chain defaults' identities.
+    if id >= default_stats_id(Chain::Forward) {
+        id / 2
+    } else {
+        id
+    }
+}
+
+/// The identities of `rules`, in order.
+fn rule_ids(chain: Chain, rules: &[Rule]) -> Vec<u64> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    rules
+        .iter()
+        .map(|r| {
+            let n = seen.entry(format!("{r}|{:?}", r.action)).or_insert(0);
+            *n += 1;
+            rule_id(chain, r, *n)
+        })
+        .collect()
+}
+
+/// Copy `text` into `out`, NUL padded, cut at a character boundary so
+/// that it fits (with a closing "…" when cut).
+fn put_text(out: &mut [u8], text: &str) {
+    out.fill(0);
+    if text.len() <= out.len() {
+        out[..text.len()].copy_from_slice(text.as_bytes());
+        return;
+    }
+    let ellipsis = "…";
+    let mut end = out.len() - ellipsis.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&text.as_bytes()[..end]);
+    out[end..end + ellipsis.len()].copy_from_slice(ellipsis.as_bytes());
+}
+
+/// What the tools show of `r` (see `RuleInfo`).
+fn rule_info(r: &Rule, id: u64, default_prefix: &str) -> RuleInfo {
+    let mut info = RuleInfo::EMPTY;
+    info.id = id;
+    info.line = u32::try_from(r.line).unwrap_or(u32::MAX);
+    put_text(&mut info.name, r.name.as_deref().unwrap_or(""));
+    put_text(
+        &mut info.prefix,
+        r.log_prefix.as_deref().unwrap_or(default_prefix),
+    );
+    put_text(&mut info.text, &r.match_text());
+    info
 }
 
 #[expect(
@@ -225,6 +318,7 @@ fn compile_chain(
     chain: Chain,
     file: &str,
     ifindex: &dyn Fn(&str) -> Option<u32>,
+    log_prefix: &str,
 ) -> Result<(ChainTables, u16), PolicyError> {
     let too_many = || PolicyError {
         file: file.to_string(),
@@ -239,9 +333,16 @@ fn compile_chain(
     let mut classes = Classes::new();
     let mut intern = |b: RuleBitmap| classes.intern(b).ok_or_else(too_many);
 
+    let ids = rule_ids(chain, rules);
+    let infos = rules
+        .iter()
+        .zip(&ids)
+        .map(|(r, &id)| rule_info(r, id, log_prefix))
+        .collect();
     let metas = rules
         .iter()
-        .map(|r| {
+        .zip(&ids)
+        .map(|(r, &id)| {
             let (action, with) = match r.action {
                 RuleAction::Accept => (Action::Accept, RejectWith::Auto),
                 RuleAction::Drop => (Action::Drop, RejectWith::Auto),
@@ -254,14 +355,21 @@ fn compile_chain(
                     l.interval_ns.saturating_mul(u64::from(l.burst)),
                 )
             });
+            let (log_interval_ns, log_tolerance_ns) = r
+                .log_rate
+                .map_or((0, 0), |l| rate_params(l.interval_ns, l.burst));
             RuleMeta {
                 action: action as u8,
                 reject_with: with as u8,
+                // `action = "log"` logs by itself; the flag is for a rule
+                // that logs and decides.
                 flags: if r.log { RULE_FLAG_LOG } else { 0 },
-                _pad: 0,
-                id: rule_id(r),
+                _pad: [0; 5],
+                id,
                 limit_interval_ns,
                 limit_cap_ns,
+                log_interval_ns,
+                log_tolerance_ns,
             }
         })
         .collect();
@@ -344,6 +452,7 @@ fn compile_chain(
     Ok((
         ChainTables {
             rules: metas,
+            infos,
             classes: classes.list,
             table: tbl,
             src,

@@ -382,3 +382,83 @@ fn state_related_rules_match_only_related_packets() {
     };
     assert_eq!(classify(&c, Chain::Input, &udp_related), Some(2));
 }
+
+fn input_ids(text: &str) -> Vec<u64> {
+    let p = parse(text, "t.toml").unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    c.chains[Chain::Input as usize]
+        .rules
+        .iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+#[test]
+fn rule_ids_follow_the_rule_not_its_position() {
+    let a = input_ids(
+        "[[input]]\nproto = \"tcp\"\ndport = 22\naction = \"accept\"\n[[input]]\nproto = \"tcp\"\ndport = 80\naction = \"accept\"\n",
+    );
+    // A rule inserted first moves both; their identities stay.
+    let b = input_ids(
+        "[[input]]\nproto = \"udp\"\naction = \"drop\"\n[[input]]\nproto = \"tcp\"\ndport = 22\naction = \"accept\"\n[[input]]\nproto = \"tcp\"\ndport = 80\naction = \"accept\"\n",
+    );
+    assert_eq!(&b[1..], &a[..]);
+    // Changing what a rule matches or does makes it another rule.
+    let c = input_ids(
+        "[[input]]\nproto = \"tcp\"\ndport = 22\naction = \"drop\"\n[[input]]\nproto = \"tcp\"\ndport = 81\naction = \"accept\"\n",
+    );
+    assert_ne!(c[0], a[0]);
+    assert_ne!(c[1], a[1]);
+    // Two equal rules count apart; the same text in another chain too.
+    let d = input_ids("[[input]]\naction = \"log\"\n[[input]]\naction = \"log\"\n");
+    assert_ne!(d[0], d[1]);
+    let p = parse(
+        "[[input]]\naction = \"log\"\n[[output]]\naction = \"log\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    assert_ne!(
+        c.chains[Chain::Input as usize].rules[0].id,
+        c.chains[Chain::Output as usize].rules[0].id
+    );
+    for chain in Chain::ALL {
+        assert!(
+            !d.contains(&fw_common::events::default_stats_id(chain)),
+            "never a default's identity"
+        );
+    }
+}
+
+#[test]
+fn log_settings_compile_into_the_header_and_rules() {
+    let p = parse(
+        "[log]\nrate = \"2/second\"\nburst = 4\nprefix = \"fw: \"\ndefault = true\n[[input]]\naction = \"drop\"\nlog = true\nlog_rate = \"1/minute\"\nname = \"x\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let c = compile(&p, "t.toml", &ifindex).unwrap();
+    use fw_common::counters::Counter;
+    let bit = |c: Counter| 1u32 << (c as u32);
+    assert_eq!(
+        c.header.log_mask,
+        bit(Counter::DropDefault) | bit(Counter::RejectDefault)
+    );
+    assert_eq!(c.header.log_interval_ns, 500_000_000);
+    assert_eq!(
+        c.header.log_tolerance_ns, 1_500_000_000,
+        "3 more after the first"
+    );
+    assert_eq!(&c.header.log_prefix[..5], b"fw: \0");
+    let m = &c.chains[Chain::Input as usize].rules[0];
+    assert_eq!(m.flags & fw_common::policy::RULE_FLAG_LOG, RULE_FLAG_LOG);
+    assert_eq!(
+        (m.log_interval_ns, m.log_tolerance_ns),
+        (60_000_000_000, 4 * 60_000_000_000)
+    );
+    let info = &c.chains[Chain::Input as usize].infos[0];
+    assert_eq!(info.id, m.id);
+    assert_eq!(crate::events::text(&info.name), "x");
+    assert_eq!(crate::events::text(&info.text), "log");
+    assert_eq!(crate::events::text(&info.prefix), "fw: ");
+}

@@ -32,6 +32,7 @@ pub struct Policy {
     pub defaults: Defaults,
     pub stateful: Stateful,
     pub conntrack: ConntrackSettings,
+    pub log: LogSettings,
     /// Named address sets, for `@name` in `src`/`dst`.
     pub sets: BTreeMap<String, Vec<IpNet>>,
     pub input: Vec<Rule>,
@@ -134,6 +135,46 @@ impl Default for ConntrackSettings {
         Self {
             max_entries: None,
             timeouts: DEFAULT_TIMEOUTS,
+        }
+    }
+}
+
+/// `[log]`: how events are limited and labelled, and which verdicts made
+/// outside the rules are logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Events per interval, with a burst (`rate`, `burst`).
+    pub rate: Limit,
+    /// Starts every log line (`prefix`), as iptables' `--log-prefix`.
+    pub prefix: String,
+    /// Log what the chain defaults drop or reject.
+    pub default: bool,
+    /// Log INVALID and broken packets: invalid state, spoofed loopback
+    /// addresses, malformed headers, fragments fw cannot vouch for, and
+    /// new connections refused because the table is full.
+    pub invalid: bool,
+    /// Log what a `[stateful]` stage set to "drop" drops (established,
+    /// related, neighbour discovery).
+    pub stateful: bool,
+}
+
+/// `[log] rate` when the policy does not set it: one event a second on
+/// average, as the tutorials' `-m limit --limit 60/min`.
+pub const DEFAULT_LOG_RATE: Limit = Limit {
+    interval_ns: 1_000_000_000,
+    burst: 5,
+};
+/// `[log] prefix` when the policy does not set it.
+pub const DEFAULT_LOG_PREFIX: &str = "fw: ";
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            rate: DEFAULT_LOG_RATE,
+            prefix: DEFAULT_LOG_PREFIX.to_string(),
+            default: false,
+            invalid: false,
+            stateful: false,
         }
     }
 }
@@ -244,6 +285,19 @@ pub struct Rule {
     pub limit: Option<Limit>,
     pub action: RuleAction,
     pub log: bool,
+    /// The rule's own event rate (`log_rate`, `log_burst`); `None`: the
+    /// policy's `[log] rate`.
+    pub log_rate: Option<Limit>,
+    /// The rule's own prefix (`log_prefix`); `None`: `[log] prefix`.
+    pub log_prefix: Option<String>,
+}
+
+impl Rule {
+    /// Does a match of this rule emit an event?
+    #[must_use]
+    pub fn logs(&self) -> bool {
+        self.log || self.action == RuleAction::Log
+    }
 }
 
 /// A token-bucket rate: one match per `interval_ns` on average, `burst`
@@ -255,45 +309,113 @@ pub struct Limit {
 }
 
 impl fmt::Display for Rule {
-    /// One-line summary, as `status` prints a rule.
+    /// One-line summary: action, match, name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.action)?;
-        if let Some(p) = self.proto {
-            write!(f, " proto {}", icmp::proto_name(p))?;
-        }
-        if self.families != Families::BOTH {
-            write!(f, " {}", if self.families.ipv4 { "ipv4" } else { "ipv6" })?;
-        }
-        if let Some(a) = &self.src {
-            write!(f, " src {}", a.shown)?;
-        }
-        if let Some(a) = &self.dst {
-            write!(f, " dst {}", a.shown)?;
-        }
-        let ports = |v: &[PortRange]| {
-            v.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        if !self.sport.is_empty() {
-            write!(f, " sport {}", ports(&self.sport))?;
-        }
-        if !self.dport.is_empty() {
-            write!(f, " dport {}", ports(&self.dport))?;
-        }
-        if !self.iface.is_empty() {
-            write!(f, " iface {}", self.iface.join(","))?;
-        }
-        if !self.icmp_type.is_empty() {
-            let t: Vec<String> = self.icmp_type.iter().map(ToString::to_string).collect();
-            write!(f, " icmp-type {}", t.join(","))?;
-        }
+        write!(f, "{} {}", self.action, self.match_text())?;
         if let Some(name) = &self.name {
             write!(f, " ({name})")?;
         }
         Ok(())
     }
+}
+
+impl Rule {
+    /// What the rule matches (and whether it logs), without its action or
+    /// name: `status`'s "match" column and the text kept in `FW_RULE_INFO`.
+    #[must_use]
+    pub fn match_text(&self) -> String {
+        let list = |v: Vec<String>| v.join(",");
+        let mut t: Vec<String> = Vec::new();
+        if let Some(p) = self.proto {
+            t.push(format!("proto {}", icmp::proto_name(p)));
+        }
+        if self.families != Families::BOTH {
+            t.push(if self.families.ipv4 { "ipv4" } else { "ipv6" }.into());
+        }
+        if let Some(a) = &self.src {
+            t.push(format!("src {}", a.shown));
+        }
+        if let Some(a) = &self.dst {
+            t.push(format!("dst {}", a.shown));
+        }
+        if !self.sport.is_empty() {
+            t.push(format!(
+                "sport {}",
+                list(self.sport.iter().map(ToString::to_string).collect())
+            ));
+        }
+        if !self.dport.is_empty() {
+            t.push(format!(
+                "dport {}",
+                list(self.dport.iter().map(ToString::to_string).collect())
+            ));
+        }
+        if !self.iface.is_empty() {
+            t.push(format!("iface {}", self.iface.join(",")));
+        }
+        if !self.icmp_type.is_empty() {
+            t.push(format!(
+                "icmp-type {}",
+                list(self.icmp_type.iter().map(ToString::to_string).collect())
+            ));
+        }
+        if !self.state.is_empty() {
+            t.push(format!(
+                "state {}",
+                list(
+                    self.state
+                        .iter()
+                        .map(|s| state_name(*s).to_string())
+                        .collect()
+                )
+            ));
+        }
+        if let Some(f) = self.tcp_flags {
+            t.push(format!("tcp-flags {:#04x}/{:#04x}", f.comp, f.mask));
+        }
+        if let Some(l) = self.limit {
+            t.push(format!("limit {}", rate_text(l)));
+        }
+        if self.log && self.action != RuleAction::Log {
+            t.push("log".into());
+        }
+        if t.is_empty() {
+            "any".to_string()
+        } else {
+            t.join(" ")
+        }
+    }
+}
+
+/// `PacketState` as the policy writes it.
+#[must_use]
+pub const fn state_name(s: PacketState) -> &'static str {
+    match s {
+        PacketState::New => "new",
+        PacketState::Established => "established",
+        PacketState::Related => "related",
+        PacketState::Invalid => "invalid",
+    }
+}
+
+/// A rate as the policy could write it ("10/second", "1/minute" …) with
+/// its burst.
+#[must_use]
+pub fn rate_text(l: Limit) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1_000_000_000, "second"),
+        (60_000_000_000, "minute"),
+        (3_600_000_000_000, "hour"),
+        (86_400_000_000_000, "day"),
+    ];
+    let per = UNITS
+        .iter()
+        .find(|(ns, _)| ns % l.interval_ns == 0)
+        .map_or_else(
+            || format!("1/{}ns", l.interval_ns),
+            |(ns, unit)| format!("{}/{unit}", ns / l.interval_ns),
+        );
+    format!("{per} burst {}", l.burst)
 }
 
 /// FNV-1a, 64 bit: a stable fingerprint of the policy text.

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AddrMatch, CT_MAX_ENTRIES_RANGE, ConntrackSettings, Defaults, Families, Policy, PortRange,
-    Rule, RuleAction, Stage, Stateful, TcpFlagsMatch, Verdict, fingerprint, icmp,
+    AddrMatch, CT_MAX_ENTRIES_RANGE, ConntrackSettings, Defaults, Families, LogSettings, Policy,
+    PortRange, Rule, RuleAction, Stage, Stateful, TcpFlagsMatch, Verdict, fingerprint, icmp,
 };
 use crate::error::PolicyError;
 
@@ -30,6 +30,7 @@ struct RawPolicy {
     defaults: Option<RawDefaults>,
     stateful: Option<RawStateful>,
     conntrack: Option<RawConntrack>,
+    log: Option<RawLog>,
     sets: Option<BTreeMap<String, Spanned<RawSet>>>,
     #[serde(default)]
     input: Vec<Spanned<RawRule>>,
@@ -55,6 +56,17 @@ struct RawStateful {
     tcp_syn_only: Option<bool>,
     icmpv6_neighbor_discovery: Option<Spanned<String>>,
     related: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    rate: Option<Spanned<String>>,
+    burst: Option<Spanned<i64>>,
+    prefix: Option<Spanned<String>>,
+    default: Option<bool>,
+    invalid: Option<bool>,
+    stateful: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +156,9 @@ struct RawRule {
     action: Spanned<String>,
     reject_with: Option<Spanned<String>>,
     log: Option<bool>,
+    log_rate: Option<Spanned<String>>,
+    log_burst: Option<Spanned<i64>>,
+    log_prefix: Option<Spanned<String>>,
 }
 
 /// A value written as a name or a number.
@@ -298,6 +313,11 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
         Some(c) => conntrack_settings(&src, c)?,
     };
 
+    let log = match &raw.log {
+        None => LogSettings::default(),
+        Some(l) => log_settings(&src, l)?,
+    };
+
     let mut sets = BTreeMap::new();
     for (name, set) in raw.sets.unwrap_or_default() {
         let nets = match set.get_ref() {
@@ -337,6 +357,7 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
         defaults,
         stateful,
         conntrack,
+        log,
         sets,
         input,
         output,
@@ -567,8 +588,39 @@ fn rule(
                 "add limit = \"10/second\" (or remove `limit_burst`)",
             ));
         }
-        (Some(l), burst) => Some(limit(src, l, burst.as_ref())?),
+        (Some(l), burst) => Some(rate(src, l, burst.as_ref(), ("limit", "limit_burst"))?),
     };
+    let logs = raw.log == Some(true) || raw.action.get_ref() == "log";
+    let log_rate = match (&raw.log_rate, &raw.log_burst) {
+        (None, None) => None,
+        (None, Some(b)) => {
+            return Err(src.err(
+                b.span(),
+                "`log_burst` needs `log_rate`",
+                "add log_rate = \"10/minute\" (or remove `log_burst`)",
+            ));
+        }
+        (Some(l), burst) => Some(rate(src, l, burst.as_ref(), ("log_rate", "log_burst"))?),
+    };
+    let log_prefix = raw
+        .log_prefix
+        .as_ref()
+        .map(|p| prefix(src, p, "log_prefix"))
+        .transpose()?;
+    if !logs {
+        let stray = [
+            ("log_rate", raw.log_rate.as_ref().map(Spanned::span)),
+            ("log_burst", raw.log_burst.as_ref().map(Spanned::span)),
+            ("log_prefix", raw.log_prefix.as_ref().map(Spanned::span)),
+        ];
+        if let Some((key, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(src.err(
+                span,
+                format!("`{key}` is set but the rule does not log"),
+                "add log = true (or action = \"log\"), or remove the key",
+            ));
+        }
+    }
 
     let proto = match &raw.proto {
         None => None,
@@ -908,25 +960,75 @@ fn rule(
         limit,
         action,
         log: raw.log.unwrap_or(false),
+        log_rate,
+        log_prefix,
     })
 }
 
-/// `limit = "N/unit"` with an optional `limit_burst` (iptables' default 5).
-fn limit(
+/// `[log]`.
+fn log_settings(src: &Src, raw: &RawLog) -> Result<LogSettings, PolicyError> {
+    let mut log = LogSettings::default();
+    match (&raw.rate, &raw.burst) {
+        (None, None) => {}
+        (None, Some(b)) => {
+            log.rate.burst = burst(src, b, "burst")?;
+        }
+        (Some(r), b) => log.rate = rate(src, r, b.as_ref(), ("rate", "burst"))?,
+    }
+    if let Some(p) = &raw.prefix {
+        log.prefix = prefix(src, p, "prefix")?;
+    }
+    log.default = raw.default.unwrap_or(false);
+    log.invalid = raw.invalid.unwrap_or(false);
+    log.stateful = raw.stateful.unwrap_or(false);
+    Ok(log)
+}
+
+/// A log prefix: what starts each log line of the rule (at most 31 bytes,
+/// printable, as iptables' `--log-prefix` allows 29).
+fn prefix(src: &Src, p: &Spanned<String>, key: &str) -> Result<String, PolicyError> {
+    let text = p.get_ref();
+    if text.len() >= fw_common::events::RULE_PREFIX_BYTES {
+        return Err(src.err(
+            p.span(),
+            format!(
+                "`{key}` is {} bytes long; fw keeps at most {}",
+                text.len(),
+                fw_common::events::RULE_PREFIX_BYTES - 1
+            ),
+            "shorten it, e.g. \"fw DROP: \"",
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(src.err(
+            p.span(),
+            format!("`{key}` contains a control character"),
+            "use printable characters only: the prefix starts syslog lines",
+        ));
+    }
+    Ok(text.clone())
+}
+
+/// A rate `"N/unit"` with an optional burst (iptables' default 5): `limit`
+/// and `limit_burst`, `log_rate` and `log_burst`, or `[log]`'s `rate` and
+/// `burst`, as `keys` names them.
+fn rate(
     src: &Src,
     l: &Spanned<String>,
-    burst: Option<&Spanned<i64>>,
+    burst_value: Option<&Spanned<i64>>,
+    keys: (&str, &str),
 ) -> Result<super::Limit, PolicyError> {
     const HINT: &str =
         "write a rate like \"10/second\", \"60/minute\", \"100/hour\" or \"1000/day\"";
+    let (key, burst_key) = keys;
     let text = l.get_ref();
     let (n, unit) = text
         .split_once('/')
-        .ok_or_else(|| src.err(l.span(), format!("`limit` \"{text}\" is not a rate"), HINT))?;
+        .ok_or_else(|| src.err(l.span(), format!("`{key}` \"{text}\" is not a rate"), HINT))?;
     let n: u64 = n.trim().parse().ok().filter(|&n| n > 0).ok_or_else(|| {
         src.err(
             l.span(),
-            format!("`limit` \"{text}\" needs a positive count"),
+            format!("`{key}` \"{text}\" needs a positive count"),
             HINT,
         )
     })?;
@@ -938,28 +1040,33 @@ fn limit(
         other => {
             return Err(src.err(
                 l.span(),
-                format!("`limit` has an unknown unit \"{other}\""),
+                format!("`{key}` has an unknown unit \"{other}\""),
                 HINT,
             ));
         }
     };
-    let burst = match burst {
+    let burst = match burst_value {
         None => 5,
-        Some(b) => u32::try_from(*b.get_ref())
-            .ok()
-            .filter(|&b| (1..=10_000).contains(&b))
-            .ok_or_else(|| {
-                src.err(
-                    b.span(),
-                    "`limit_burst` must be between 1 and 10000",
-                    "iptables uses 5 when none is given",
-                )
-            })?,
+        Some(b) => burst(src, b, burst_key)?,
     };
     Ok(super::Limit {
         interval_ns: unit_ns / n,
         burst,
     })
+}
+
+/// A burst: 1 to 10000.
+fn burst(src: &Src, b: &Spanned<i64>, key: &str) -> Result<u32, PolicyError> {
+    u32::try_from(*b.get_ref())
+        .ok()
+        .filter(|&b| (1..=10_000).contains(&b))
+        .ok_or_else(|| {
+            src.err(
+                b.span(),
+                format!("`{key}` must be between 1 and 10000"),
+                "iptables uses 5 when none is given",
+            )
+        })
 }
 
 fn port_range(p: &RawWord) -> Result<PortRange, (String, &'static str)> {

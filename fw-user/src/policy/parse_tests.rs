@@ -538,3 +538,77 @@ fn conntrack_unknown_keys_are_errors_with_location() {
     let e = err("[conntrack]\nmax_entries = 4096\n[conntrack.tcp]\nestablished = 5\n");
     assert!(e.starts_with("t.toml:"), "{e}");
 }
+
+#[test]
+fn log_section_and_rule_log_options() {
+    let p = ok(r#"
+[log]
+rate = "10/minute"
+burst = 3
+prefix = "fw DROP: "
+default = true
+invalid = true
+[[input]]
+proto = "tcp"
+dport = 23
+action = "drop"
+log = true
+log_rate = "1/second"
+log_burst = 2
+log_prefix = "telnet: "
+[[input]]
+action = "log"
+"#);
+    assert_eq!(
+        p.log,
+        LogSettings {
+            rate: super::super::Limit {
+                interval_ns: 6_000_000_000,
+                burst: 3
+            },
+            prefix: "fw DROP: ".into(),
+            default: true,
+            invalid: true,
+            stateful: false,
+        }
+    );
+    assert_eq!(
+        p.input[0].log_rate,
+        Some(super::super::Limit {
+            interval_ns: 1_000_000_000,
+            burst: 2
+        })
+    );
+    assert_eq!(p.input[0].log_prefix.as_deref(), Some("telnet: "));
+    assert!(p.input[0].logs() && p.input[1].logs());
+    // Nothing said: 60/minute, burst 5, "fw: ", no outcome logged.
+    assert_eq!(ok("").log, LogSettings::default());
+    assert_eq!(ok("").log.rate, super::super::DEFAULT_LOG_RATE);
+}
+
+#[test]
+fn log_mistakes_are_located_and_explained() {
+    let e = err("[[input]]\naction = \"drop\"\nlog_rate = \"1/second\"\n");
+    assert!(
+        e.contains("t.toml:3:") && e.contains("`log_rate` is set but the rule does not log"),
+        "{e}"
+    );
+    let e = err("[[input]]\naction = \"drop\"\nlog = true\nlog_burst = 4\n");
+    assert!(e.contains("`log_burst` needs `log_rate`"), "{e}");
+    let e = err("[log]\nrate = \"fast\"\n");
+    assert!(
+        e.contains("t.toml:2:") && e.contains("`rate` \"fast\" is not a rate"),
+        "{e}"
+    );
+    let e = err("[log]\nburst = 0\n");
+    assert!(e.contains("`burst` must be between 1 and 10000"), "{e}");
+    let e = err(&format!("[log]\nprefix = \"{}\"\n", "x".repeat(40)));
+    assert!(
+        e.contains("`prefix` is 40 bytes long; fw keeps at most 31"),
+        "{e}"
+    );
+    let e = err("[log]\nprefix = \"a\\nb\"\n");
+    assert!(e.contains("control character"), "{e}");
+    let e = err("[log]\nverbose = true\n");
+    assert!(e.contains("unknown field `verbose`"), "{e}");
+}
