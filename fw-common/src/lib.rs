@@ -9,7 +9,7 @@
 //!   renumber, retire a value by renaming it `Reserved…`.
 #![no_std]
 // The kernel build needs a compare-and-swap the BPF target does not expose
-// (see `events::rate_take`).
+// (see `rate::rate_take`).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
@@ -20,6 +20,7 @@ pub mod counters;
 pub mod events;
 pub mod maps;
 pub mod policy;
+pub mod rate;
 
 /// Which hook saw the packet. Also the index of the per-direction halves of
 /// the policy and counter maps.

@@ -178,44 +178,17 @@ pub struct RuleMeta {
     /// `FW_RULE_STATS`, so an unchanged rule keeps its counters.
     pub id: u64,
     /// `limit`: one match per this many nanoseconds on average (0: no
-    /// limit), with up to `limit_cap_ns / limit_interval_ns` (the burst)
-    /// matches at once. The loader multiplies, so the datapath never has to
-    /// (BPF has no 128-bit multiply to check the product with).
+    /// limit), with up to `limit_tolerance_ns / limit_interval_ns + 1` (the
+    /// burst) at once (`rate::rate_take`). The loader multiplies, so the
+    /// datapath never has to.
     pub limit_interval_ns: u64,
-    pub limit_cap_ns: u64,
-    /// The rule's own `log_rate` (see `events::rate_take`); 0: the
+    pub limit_tolerance_ns: u64,
+    /// The rule's own `log_rate` (see `rate::rate_take`); 0: the
     /// policy's `[log] rate` limits its events.
     pub log_interval_ns: u64,
     pub log_tolerance_ns: u64,
 }
 const _: () = assert!(size_of::<RuleMeta>() == 48);
-
-/// State of a rule's `limit` token bucket, one per rule slot in
-/// `FW_LIMITS`. Credit is kept as time: a match costs one interval.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bucket {
-    pub credit_ns: u64,
-    pub last_ns: u64,
-}
-const _: () = assert!(size_of::<Bucket>() == 16);
-
-/// May the rule match once more at `now_ns` (iptables' `-m limit`)? Takes
-/// the credit if so. `cap_ns` is the interval times the burst. A fresh
-/// bucket (all zero) starts full.
-#[must_use]
-pub const fn bucket_take(b: &mut Bucket, now_ns: u64, interval_ns: u64, cap_ns: u64) -> bool {
-    let elapsed = now_ns.saturating_sub(b.last_ns);
-    let credit = b.credit_ns.saturating_add(elapsed);
-    b.credit_ns = if credit > cap_ns { cap_ns } else { credit };
-    b.last_ns = now_ns;
-    if b.credit_ns >= interval_ns {
-        b.credit_ns -= interval_ns;
-        true
-    } else {
-        false
-    }
-}
 
 /// The rule asks for its matches to be logged.
 pub const RULE_FLAG_LOG: u8 = 1;
@@ -260,7 +233,7 @@ pub struct PolicyHeader {
     /// default`, `[log] invalid`): bit `c` for `Counter` `c`.
     pub log_mask: u32,
     pub _pad2: u32,
-    /// `[log] rate` and `burst` (see `events::rate_take`).
+    /// `[log] rate` and `burst` (see `rate::rate_take`).
     pub log_interval_ns: u64,
     pub log_tolerance_ns: u64,
     /// `[log] prefix`, UTF-8, NUL padded. Not read by the datapath: kept
@@ -383,42 +356,7 @@ pub const IFACE_MAX_ENTRIES: u32 = 4096;
 mod pod {
     unsafe impl aya::Pod for super::RuleBitmap {}
     unsafe impl aya::Pod for super::RuleMeta {}
-    unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::PolicyHeader {}
     unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::IfaceKey {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SEC: u64 = 1_000_000_000;
-
-    #[test]
-    fn bucket_allows_the_burst_then_the_rate() {
-        // 2/second with burst 3.
-        let (interval, cap) = (SEC / 2, 3 * SEC / 2);
-        let mut b = Bucket::default();
-        let now = 100 * SEC;
-        let taken = (0..10)
-            .filter(|_| bucket_take(&mut b, now, interval, cap))
-            .count();
-        assert_eq!(taken, 3, "a fresh bucket holds the burst");
-        assert!(
-            !bucket_take(&mut b, now + SEC / 4, interval, cap),
-            "a quarter second buys nothing"
-        );
-        assert!(
-            bucket_take(&mut b, now + SEC / 2, interval, cap),
-            "half a second buys one"
-        );
-        assert!(!bucket_take(&mut b, now + SEC / 2, interval, cap));
-        // A long pause refills to the burst, not beyond.
-        let later = now + 60 * SEC;
-        let taken = (0..10)
-            .filter(|_| bucket_take(&mut b, later, interval, cap))
-            .count();
-        assert_eq!(taken, 3);
-    }
 }

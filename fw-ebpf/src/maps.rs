@@ -15,7 +15,7 @@ use fw_common::{
     events::{BUCKET_ENTRIES, LogStat, RING_BYTES, RULE_STATS_ENTRIES, RuleInfo},
     maps::{CONNTRACK_MAX_ENTRIES, FRAG_MAX_ENTRIES, JUMP_ENTRIES},
     policy::{
-        ADDR_TRIE_MAX_ENTRIES, AddrKey, Bucket, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES,
+        ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES,
         IfaceKey, PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
     },
 };
@@ -84,11 +84,10 @@ pub static FW_JUMP_XDP: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRI
 #[map]
 pub static FW_JUMP_TC: ProgramArray = ProgramArray::with_max_entries(JUMP_ENTRIES, 0);
 
-/// Token buckets of rules with `limit`, one per rule slot. Shared by all
-/// CPUs: concurrent updates may race, so the limit is approximate under
-/// load on several CPUs at once.
+/// Rate limiters of rules with `limit`, one word per rule slot, updated
+/// atomically by every CPU (`rate::rate_take`).
 #[map]
-pub static FW_LIMITS: Array<Bucket> = Array::with_max_entries(RULE_ENTRIES, 0);
+pub static FW_LIMITS: Array<u64> = Array::with_max_entries(RULE_ENTRIES, 0);
 
 /// A loop position kept out of the verifier's sight (see
 /// `parse::window_scale`, `policy::first_match`). Kernel only.

@@ -13,8 +13,6 @@ use fw_common::{
     },
 };
 
-use fw_common::policy::bucket_take;
-
 use crate::report::LogTrail;
 
 use crate::maps::{
@@ -250,14 +248,11 @@ fn first_match(
 #[inline(always)]
 fn take_token(slot: u32, meta: &fw_common::policy::RuleMeta, now: u64) -> bool {
     match FW_LIMITS.get_ptr_mut(slot) {
-        // SAFETY: pointer from a map lookup; racing CPUs may both take the
-        // same credit (an approximate limit, documented).
-        Some(b) => bucket_take(
-            unsafe { &mut *b },
-            now,
-            meta.limit_interval_ns,
-            meta.limit_cap_ns,
-        ),
+        // SAFETY: an aligned word of map memory, updated only through
+        // `rate_take` (atomically) by every CPU.
+        Some(w) => unsafe {
+            fw_common::rate::rate_take(w, now, meta.limit_interval_ns, meta.limit_tolerance_ns)
+        },
         None => false,
     }
 }

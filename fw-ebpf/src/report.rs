@@ -12,7 +12,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use fw_common::{
     Direction,
     counters::{Counter, CounterValue},
-    events::{Event, GLOBAL_BUCKET, LogStat, default_stats_id, rate_take},
+    events::{Event, GLOBAL_BUCKET, LogStat, default_stats_id},
     policy::{
         Chain, MAX_RULES_U32, PacketState, PolicyHeader, RULE_FLAG_LOG, RuleMeta, rule_index,
     },
@@ -265,7 +265,7 @@ fn emit(
     };
     // SAFETY: an 8-byte aligned word of map memory that lives as long as
     // the map; every CPU updates it only through `rate_take`.
-    if !unsafe { rate_take(tat, now, limiter.interval_ns, limiter.tolerance_ns) } {
+    if !unsafe { fw_common::rate::rate_take(tat, now, limiter.interval_ns, limiter.tolerance_ns) } {
         log_stat(LogStat::Suppressed);
         return;
     }

@@ -17,7 +17,7 @@ use fw_common::{
     events::RuleInfo,
     maps,
     policy::{
-        AddrKey, Bucket, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta,
+        AddrKey, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta,
         class_index, rule_index, table, table_slot,
     },
 };
@@ -46,7 +46,7 @@ pub struct FwMaps {
     /// Accepted first fragments (`FW_FRAGS`, LRU).
     pub frags: HashMap<MapData, FragKey, FragEntry>,
     pub counters: PerCpuArray<MapData, CounterValue>,
-    pub limits: Array<MapData, Bucket>,
+    pub limits: Array<MapData, u64>,
     /// Packets and bytes per rule identity (see `backend::stats`).
     pub rule_stats: PerCpuHashMap<MapData, u64, CounterValue>,
     pub rule_info: Array<MapData, RuleInfo>,
@@ -222,8 +222,8 @@ impl FwMaps {
             // Arrays go in with batch updates, one syscall per few thousand
             // elements.
             let rules_at = rule_index(target, chain, 0);
-            // Every rule of the new policy starts with a full `limit` bucket.
-            let fresh = vec![Bucket::default(); t.rules.len()];
+            // Every rule of the new policy starts with a full `limit`.
+            let fresh = vec![0u64; t.rules.len()];
             super::batch::update_array(self.limits.map(), rules_at, &fresh)
                 .map_err(|e| Error::io("cannot write `FW_LIMITS`", e))?;
             super::batch::update_array(self.rules.map(), rules_at, &t.rules)

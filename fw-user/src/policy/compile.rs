@@ -12,12 +12,13 @@ use std::{
 
 use fw_common::{
     counters::Counter,
-    events::{RuleInfo, default_stats_id, rate_params},
+    events::{RuleInfo, default_stats_id},
     family, ipproto,
     policy::{
         Action, AddrKey, BITMAP_WORDS, Chain, ChainHeader, MAX_CLASSES, PolicyHeader,
         RULE_FLAG_LOG, RejectWith, RuleBitmap, RuleMeta, StageAction, table,
     },
+    rate::rate_params,
 };
 use ipnet::IpNet;
 
@@ -349,12 +350,9 @@ fn compile_chain(
                 RuleAction::Reject(w) => (Action::Reject, w),
                 RuleAction::Log => (Action::Log, RejectWith::Auto),
             };
-            let (limit_interval_ns, limit_cap_ns) = r.limit.map_or((0, 0), |l| {
-                (
-                    l.interval_ns,
-                    l.interval_ns.saturating_mul(u64::from(l.burst)),
-                )
-            });
+            let (limit_interval_ns, limit_tolerance_ns) = r
+                .limit
+                .map_or((0, 0), |l| rate_params(l.interval_ns, l.burst));
             let (log_interval_ns, log_tolerance_ns) = r
                 .log_rate
                 .map_or((0, 0), |l| rate_params(l.interval_ns, l.burst));
@@ -367,7 +365,7 @@ fn compile_chain(
                 _pad: [0; 5],
                 id,
                 limit_interval_ns,
-                limit_cap_ns,
+                limit_tolerance_ns,
                 log_interval_ns,
                 log_tolerance_ns,
             }

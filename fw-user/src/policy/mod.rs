@@ -13,6 +13,7 @@ use std::{collections::BTreeMap, fmt};
 pub use compile::{ChainTables, CompiledPolicy, compile};
 use fw_common::{
     conntrack::{DEFAULT_TIMEOUTS, Timeouts},
+    ipproto,
     maps::CONNTRACK_MAX_ENTRIES,
     policy::{PacketState, RejectWith},
 };
@@ -329,7 +330,9 @@ impl Rule {
         if let Some(p) = self.proto {
             t.push(format!("proto {}", icmp::proto_name(p)));
         }
-        if self.families != Families::BOTH {
+        // ICMP and ICMPv6 name their family already.
+        let implied = matches!(self.proto, Some(ipproto::ICMP | ipproto::ICMPV6));
+        if self.families != Families::BOTH && !implied {
             t.push(if self.families.ipv4 { "ipv4" } else { "ipv6" }.into());
         }
         if let Some(a) = &self.src {
