@@ -45,7 +45,7 @@ pub unsafe fn rate_take(tat: *mut u64, now_ns: u64, interval_ns: u64, tolerance_
 /// Atomically replace `*word` by `new` if it still holds `old`. The BPF
 /// target offers no `AtomicU64::compare_exchange` (its Rust target
 /// declares no compare-and-swap), but the instruction exists since Linux
-/// 5.12 (BPF_CMPXCHG), so the kernel build asks LLVM for it directly.
+/// 5.12 (`BPF_CMPXCHG`), so the kernel build asks LLVM for it directly.
 #[cfg(target_arch = "bpf")]
 #[inline(always)]
 unsafe fn compare_exchange(word: *mut u64, old: u64, new: u64) -> bool {

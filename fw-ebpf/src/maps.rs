@@ -15,8 +15,8 @@ use fw_common::{
     events::{BUCKET_ENTRIES, LogStat, RING_BYTES, RULE_STATS_ENTRIES, RuleInfo},
     maps::{CONNTRACK_MAX_ENTRIES, FRAG_MAX_ENTRIES, JUMP_ENTRIES},
     policy::{
-        ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES,
-        IfaceKey, PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
+        ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES, IfaceKey,
+        PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
     },
 };
 

@@ -9,14 +9,16 @@ use std::{
 use crate::packet::{Segment, Side, TcpConversation};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, IterableMap as _, Map, MapData},
+    maps::{HashMap, IterableMap as _, Map, MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use fw_common::{
     Direction,
     conntrack::{CtEntry, CtKey, FragEntry, FragKey},
-    counters::Counter,
+    counters::{Counter, CounterValue},
+    events::{Event, LogStat, default_stats_id},
     family, maps,
+    policy::{Chain, rule_index},
 };
 use fw_user::{
     backend::{EBPF_OBJECT, maps::FwMaps},
@@ -118,12 +120,17 @@ impl Datapath {
         dp
     }
 
-    /// Replace the policy (the reload path of `fw-user load`).
+    /// Replace the policy (the reload path of `fw-user load`): install,
+    /// then drop the counters of rules the new policy no longer has, as
+    /// `backend::xdp` does once the new generation is in force.
     pub fn install(&mut self, policy_toml: &str) {
         let p = policy::parse(policy_toml, "test-policy.toml").unwrap_or_else(|e| panic!("{e}"));
         let compiled = policy::compile(&p, "test-policy.toml", &test_ifindex)
             .unwrap_or_else(|e| panic!("{e}"));
         self.maps.install(&compiled).expect("install policy");
+        self.maps
+            .prune_rule_stats(&compiled)
+            .expect("prune FW_RULE_STATS");
     }
 
     /// Move the datapath clock forward by `secs` (timeouts).
@@ -303,6 +310,105 @@ impl Datapath {
             .expect("insert into FW_CONNTRACK");
     }
 
+    /// Every event waiting in `FW_EVENTS`, oldest first, removed from the
+    /// ring: each call sees only what the packets since the last one
+    /// logged. Read through the object's own map (`FwMaps` does not take
+    /// the ring), so what the tests see is what a reader would.
+    pub fn events(&mut self) -> Vec<Event> {
+        let map = self.ebpf.map_mut(maps::EVENTS).expect("FW_EVENTS");
+        let mut ring = RingBuf::try_from(map).expect("FW_EVENTS is a ring buffer");
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            // A record of another size means kernel and test disagree on
+            // the layout: fail rather than misread it.
+            assert_eq!(
+                item.len(),
+                size_of::<Event>(),
+                "an FW_EVENTS record is not an `Event`"
+            );
+            // SAFETY: `item` holds `size_of::<Event>()` bytes (checked
+            // above); the ring only aligns records to 8 bytes, so read
+            // unaligned. `Event` is plain data: every bit pattern is valid.
+            out.push(unsafe { item.as_ptr().cast::<Event>().read_unaligned() });
+        }
+        out
+    }
+
+    /// `FW_RULES` identities (`RuleMeta::id`) of `chain`'s rules in the
+    /// generation in force, in rule order: the keys of `FW_RULE_STATS`.
+    #[must_use]
+    pub fn rule_ids(&self, chain: Chain) -> Vec<u64> {
+        let generation = self.maps.config().expect("FW_CONFIG").active_gen;
+        let header = self
+            .maps
+            .policy
+            .get(&generation, 0)
+            .expect("FW_POLICY of the active generation");
+        let count = header.chains[chain as usize].rule_count;
+        (0..u32::from(count))
+            .map(|i| {
+                self.maps
+                    .rules
+                    .get(&rule_index(generation, chain, i), 0)
+                    .expect("FW_RULES entry of a rule")
+                    .id
+            })
+            .collect()
+    }
+
+    /// `(packets, bytes)` of each rule of `chain` in the policy in force,
+    /// in rule order, summed over CPUs. Panics if a rule has no
+    /// `FW_RULE_STATS` entry: the loader creates them all before the
+    /// switch, so a missing one is a bug, not a zero.
+    #[must_use]
+    pub fn rule_counts(&self, chain: Chain) -> Vec<(u64, u64)> {
+        let stats = self.rule_stats();
+        self.rule_ids(chain)
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let v = stats.get(&id).unwrap_or_else(|| {
+                    panic!("rule {} of {chain:?} (id {id:#x}) has no counters", i + 1)
+                });
+                (v.packets, v.bytes)
+            })
+            .collect()
+    }
+
+    /// `(packets, bytes)` of `chain`'s default policy.
+    #[must_use]
+    pub fn default_count(&self, chain: Chain) -> (u64, u64) {
+        let v = self
+            .rule_stats()
+            .get(&default_stats_id(chain))
+            .copied()
+            .unwrap_or_else(|| panic!("the {chain:?} default has no counters"));
+        (v.packets, v.bytes)
+    }
+
+    /// Every `FW_RULE_STATS` entry, by identity.
+    #[must_use]
+    pub fn rule_stats(&self) -> std::collections::HashMap<u64, CounterValue> {
+        self.maps.rule_stats().expect("read FW_RULE_STATS")
+    }
+
+    /// `(emitted, suppressed, lost)` events since the datapath was loaded.
+    #[must_use]
+    pub fn log_stats(&self) -> (u64, u64, u64) {
+        let stats = self.maps.log_stats().expect("read FW_LOG_STATS");
+        let get = |want: LogStat| {
+            stats
+                .iter()
+                .find(|(s, _)| *s == want)
+                .map_or(0, |(_, n)| *n)
+        };
+        (
+            get(LogStat::Emitted),
+            get(LogStat::Suppressed),
+            get(LogStat::Lost),
+        )
+    }
+
     /// Datagrams whose first fragment was accepted (`FW_FRAGS`).
     #[must_use]
     pub fn frags(&self) -> Vec<(FragKey, FragEntry)> {
@@ -358,20 +464,9 @@ fn entries(map: Option<&HashMap<MapData, CtKey, CtEntry>>) -> Vec<Flow> {
 /// the echo identifier.
 #[must_use]
 pub fn ct_key(local: SocketAddr, remote: SocketAddr, proto: u8) -> CtKey {
-    let words = |ip: IpAddr| -> [u32; 4] {
-        match ip {
-            IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
-            IpAddr::V6(a) => {
-                let o = a.octets();
-                std::array::from_fn(|i| {
-                    u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
-                })
-            }
-        }
-    };
     CtKey {
-        local: words(local.ip()),
-        remote: words(remote.ip()),
+        local: addr_words(local.ip()),
+        remote: addr_words(remote.ip()),
         local_port: local.port(),
         remote_port: remote.port(),
         proto,
@@ -381,6 +476,21 @@ pub fn ct_key(local: SocketAddr, remote: SocketAddr, proto: u8) -> CtKey {
             family::IPV4
         },
         _pad: [0; 2],
+    }
+}
+
+/// An address as the datapath stores it in keys and events: network byte
+/// order, IPv4 in the first word and the rest zero.
+#[must_use]
+pub fn addr_words(ip: IpAddr) -> [u32; 4] {
+    match ip {
+        IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            std::array::from_fn(|i| {
+                u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+            })
+        }
     }
 }
 

@@ -11,6 +11,11 @@
 //! with a real HTTP client and parsed as Prometheus exposition text.
 //! `fw-user events` follows events as text or into a syslog socket, and a
 //! second reader is refused.
+#![expect(
+    clippy::float_cmp,
+    clippy::cast_precision_loss,
+    reason = "Prometheus samples are f64; the counts compared are small integers, exact in an f64"
+)]
 
 use std::{
     collections::HashMap,
@@ -160,7 +165,10 @@ fn frames(
 }
 
 /// (packets, bytes) of every input rule by name, and of the input default.
-fn input_counts(pair: &Pair) -> (HashMap<String, (u64, u64, String)>, (u64, u64)) {
+/// Packets, bytes and identity of a rule, by name.
+type RuleCounts = HashMap<String, (u64, u64, String)>;
+
+fn input_counts(pair: &Pair) -> (RuleCounts, (u64, u64)) {
     let s = pair.status_json();
     let input = &s["chains"][0];
     assert_eq!(input["name"], "input");
@@ -188,7 +196,7 @@ fn input_counts(pair: &Pair) -> (HashMap<String, (u64, u64, String)>, (u64, u64)
     )
 }
 
-fn counts_of(rules: &HashMap<String, (u64, u64, String)>, name: &str) -> (u64, u64) {
+fn counts_of(rules: &RuleCounts, name: &str) -> (u64, u64) {
     let (p, b, _) = rules
         .get(name)
         .unwrap_or_else(|| panic!("no rule {name}: {rules:?}"));
@@ -268,17 +276,17 @@ fn rule_counters_are_exact_and_unchanged_rules_keep_theirs_across_a_reload() {
     assert!(!after.contains_key("closed"));
     assert_eq!(default_after, (6, other_bytes), "the default keeps its own");
 
-    let (app2, app2_bytes) = frames(2, 46_000, |v6, p| syn(v6, p, APP));
-    let (blocked2, blocked2_bytes) = frames(1, 47_000, |v6, p| syn(v6, p, BLOCKED_NEXT));
+    let (app_more, app_more_bytes) = frames(2, 46_000, |v6, p| syn(v6, p, APP));
+    let (blocked_next, blocked_next_bytes) = frames(1, 47_000, |v6, p| syn(v6, p, BLOCKED_NEXT));
     let (new, new_bytes) = frames(3, 48_000, |v6, p| syn(v6, p, NEW));
     let (old_blocked, old_blocked_bytes) = frames(2, 49_000, |v6, p| syn(v6, p, BLOCKED));
-    for f in [&app2, &blocked2, &new, &old_blocked] {
+    for f in [&app_more, &blocked_next, &new, &old_blocked] {
         pair.send_to_server(f);
     }
     settle(&pair, |p| input_counts(p).1.0 >= 8);
     let (end, default_end) = input_counts(&pair);
-    assert_eq!(counts_of(&end, "app"), (7, app_bytes + app2_bytes));
-    assert_eq!(counts_of(&end, "blocked"), (1, blocked2_bytes));
+    assert_eq!(counts_of(&end, "app"), (7, app_bytes + app_more_bytes));
+    assert_eq!(counts_of(&end, "blocked"), (1, blocked_next_bytes));
     assert_eq!(counts_of(&end, "new"), (3, new_bytes));
     assert_eq!(counts_of(&end, "mdns"), (4, mdns_bytes));
     assert_eq!(
@@ -307,6 +315,9 @@ fn rule_counters_are_exact_and_unchanged_rules_keep_theirs_across_a_reload() {
 /// `[log]` of the flood test: 20 events a second after a burst of 5.
 const RATE: u64 = 20;
 const BURST: u64 = 5;
+/// The flood: rounds of SYNs, 200 ms apart.
+const ROUNDS: u16 = 15;
+const PER_ROUND: u16 = 40;
 
 #[test]
 fn a_flood_of_logged_drops_is_held_to_the_rate_and_the_rest_is_counted() {
@@ -322,8 +333,6 @@ fn a_flood_of_logged_drops_is_held_to_the_rate_and_the_rest_is_counted() {
     fg.wait_for("staying in the foreground", Duration::from_secs(5));
 
     // 15 rounds of 40 SYNs, 200 ms apart: 200 a second for 3 seconds.
-    const ROUNDS: u16 = 15;
-    const PER_ROUND: u16 = 40;
     let started = Instant::now();
     for round in 0..ROUNDS {
         let (f, _) = frames(PER_ROUND, 20_000 + round * PER_ROUND, |v6, p| {
@@ -345,7 +354,8 @@ fn a_flood_of_logged_drops_is_held_to_the_rate_and_the_rest_is_counted() {
         .iter()
         .filter(|e| e["event"]["dport"] == UNLISTED)
         .collect();
-    let bound = BURST + (RATE as f64 * elapsed.as_secs_f64()).ceil() as u64;
+    let bound = BURST
+        + u64::try_from((u128::from(RATE) * elapsed.as_nanos()).div_ceil(1_000_000_000)).unwrap();
     println!(
         "flood of {} drops in {elapsed:?}: {} events (bound {bound})",
         ROUNDS * PER_ROUND,
@@ -603,4 +613,7 @@ fn events_follow_as_text_or_into_syslog_and_one_reader_at_a_time() {
         "{msg}"
     );
     assert!(sys.exited().is_none(), "{:?}", sys.seen());
+    // A follower does not outlive the firewall it follows.
+    pair.unload();
+    sys.wait_for("was unloaded; leaving", Duration::from_secs(15));
 }

@@ -17,8 +17,8 @@ use fw_common::{
     events::RuleInfo,
     maps,
     policy::{
-        AddrKey, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta,
-        class_index, rule_index, table, table_slot,
+        AddrKey, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta, class_index,
+        rule_index, table, table_slot,
     },
 };
 

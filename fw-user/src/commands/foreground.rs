@@ -115,6 +115,13 @@ pub fn run(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
+                    if !layout.is_installed() {
+                        println!(
+                            "fw: the firewall at {} was unloaded; leaving",
+                            layout.root.display()
+                        );
+                        return Ok(());
+                    }
                     decoder.sync_clock()?;
                     if let Some((_, sink)) = sink.as_mut() {
                         undelivered.check(&maps, sink)?;
@@ -132,9 +139,6 @@ pub fn run(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
 
 /// Reclaim expired entries, and say so when something changed.
 fn sweep(layout: &PinLayout, last_drops: &mut Option<u64>) -> Result<()> {
-    if !layout.is_installed() {
-        return Err(Error::NotLoaded(layout.root.clone()));
-    }
     let mut maps = xdp::open_loaded(layout)?;
     let swept = maps.sweep(maps.datapath_now()?)?;
     let entries = maps.ct_records()?.len();

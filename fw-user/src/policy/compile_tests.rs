@@ -394,6 +394,7 @@ fn input_ids(text: &str) -> Vec<u64> {
 }
 
 #[test]
+#[expect(clippy::many_single_char_names, reason = "policies a to d")]
 fn rule_ids_follow_the_rule_not_its_position() {
     let a = input_ids(
         "[[input]]\nproto = \"tcp\"\ndport = 22\naction = \"accept\"\n[[input]]\nproto = \"tcp\"\ndport = 80\naction = \"accept\"\n",
@@ -432,13 +433,13 @@ fn rule_ids_follow_the_rule_not_its_position() {
 
 #[test]
 fn log_settings_compile_into_the_header_and_rules() {
+    use fw_common::counters::Counter;
     let p = parse(
         "[log]\nrate = \"2/second\"\nburst = 4\nprefix = \"fw: \"\ndefault = true\n[[input]]\naction = \"drop\"\nlog = true\nlog_rate = \"1/minute\"\nname = \"x\"\n",
         "t.toml",
     )
     .unwrap();
     let c = compile(&p, "t.toml", &ifindex).unwrap();
-    use fw_common::counters::Counter;
     let bit = |c: Counter| 1u32 << (c as u32);
     assert_eq!(
         c.header.log_mask,

@@ -76,6 +76,15 @@ fn main() {
         }
     );
 
+    // Nobody followed the events (`--detach`): the ring buffer kept them.
+    println!("\n$ fw-user events");
+    let mut events = pair.spawn_fw_user(&["events", "--pin-path", &pair.pin_path()]);
+    for line in events.lines_until_quiet(Duration::from_millis(1500)) {
+        println!("{line}");
+    }
+    drop(events);
+    println!("^C");
+
     println!("\n$ fw-user status");
     print!("{}", pair.status());
     println!("\n$ fw-user unload");
