@@ -103,6 +103,11 @@ pub fn after_rules(dir: Direction, counter: Counter) {
     count(meta.id, p.bytes);
     if meta.flags & RULE_FLAG_LOG != 0 {
         emit_for_rule(p, header, dir, reason, rule, rule, meta, slot);
+    } else if header.log_mask & (1 << (reason & 31)) != 0 {
+        // A rule accepted the packet but its connection could not be
+        // tracked (table full): `[log] invalid` asks for that.
+        let limiter = Limiter::global(header);
+        emit(p, dir, reason, 0, 0, rule, p.query.state, &limiter, p.now);
     }
 }
 
