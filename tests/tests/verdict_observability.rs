@@ -894,13 +894,8 @@ log = true
     assert_eq!(log_delta(&mut dp, before), (3, 47), "after an idle hour");
 }
 
-#[test]
-fn a_rule_with_its_own_log_rate_has_its_own_limiter() {
-    if lacks_privileges() {
-        return;
-    }
-    let mut dp = Datapath::with_policy(
-        r#"
+/// Rule 1 logs at its own rate, rule 2 at the policy's.
+const OWN_RATE: &str = r#"
 [defaults]
 input = "accept"
 [log]
@@ -920,8 +915,14 @@ proto = "tcp"
 dport = 25
 action = "drop"
 log = true
-"#,
-    );
+"#;
+
+#[test]
+fn a_rule_with_its_own_log_rate_has_its_own_limiter() {
+    if lacks_privileges() {
+        return;
+    }
+    let mut dp = Datapath::with_policy(OWN_RATE);
     let ids = dp.rule_ids(Chain::Input);
     // Use up the policy's limiter first: the rule's own is untouched.
     flood(&mut dp, 25, 10);
@@ -936,29 +937,7 @@ log = true
     );
 
     // A reload refills the rule's own limiter (not the policy's).
-    dp.install(
-        r#"
-[defaults]
-input = "accept"
-[log]
-rate = "1/minute"
-burst = 2
-[[input]]
-name = "own rate"
-proto = "tcp"
-dport = 23
-action = "drop"
-log = true
-log_rate = "1/minute"
-log_burst = 4
-[[input]]
-name = "policy rate"
-proto = "tcp"
-dport = 25
-action = "drop"
-log = true
-"#,
-    );
+    dp.install(OWN_RATE);
     let before = dp.log_stats();
     flood(&mut dp, 23, 10);
     flood(&mut dp, 25, 10);
