@@ -9,6 +9,7 @@ pub mod commands;
 pub mod error;
 pub mod events;
 pub mod ifaces;
+pub mod iptables;
 pub mod metrics;
 pub mod output;
 pub mod pin;

@@ -1,0 +1,1 @@
+//! Policy → iptables-restore input. (Being written.)
