@@ -48,6 +48,11 @@ pub enum Command {
         /// foreground, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR:PORT", conflicts_with = "detach")]
         metrics: Option<std::net::SocketAddr>,
+        /// Where the policy goes: the eBPF datapath (xdp), iptables rules
+        /// (iptables), or xdp with a fallback to iptables when eBPF cannot
+        /// run here (auto, which says why it fell back).
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: crate::commands::load::Backend,
     },
     /// Follow the log events of the running firewall (one reader at a
     /// time: a foreground `fw-user load` is one).
@@ -64,6 +69,18 @@ pub enum Command {
         /// Address and port to listen on.
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
         listen: std::net::SocketAddr,
+    },
+    /// Print the policy as iptables-restore input (ip6tables-restore with
+    /// --family ipv6) with the same meaning.
+    Export {
+        /// Policy file; without it the built-in default policy.
+        policy: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "ipv4")]
+        family: FamilyArg,
+        /// Guarded interface (repeatable); overrides the policy's
+        /// `interfaces`. Default: every interface but lo.
+        #[arg(long = "iface", value_name = "IF")]
+        ifaces: Vec<String>,
     },
     /// Detach the firewall from every interface and remove its maps.
     Unload {
@@ -172,6 +189,23 @@ impl CtFilterArgs {
             sport: self.sport,
             dport: self.dport,
             state: self.state.clone(),
+        }
+    }
+}
+
+/// An address family on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FamilyArg {
+    Ipv4,
+    Ipv6,
+}
+
+impl FamilyArg {
+    #[must_use]
+    pub const fn family(self) -> crate::iptables::IpFamily {
+        match self {
+            Self::Ipv4 => crate::iptables::IpFamily::V4,
+            Self::Ipv6 => crate::iptables::IpFamily::V6,
         }
     }
 }

@@ -30,16 +30,32 @@ pub fn run(cli: Cli) -> error::Result<()> {
         | Command::Events { pin, .. }
         | Command::Metrics { pin, .. } => Some(pin.layout().root),
         Command::Conntrack { command } => Some(command.pin().layout().root),
-        Command::Check { .. } => None,
+        Command::Check { .. } | Command::Export { .. } => None,
     };
-    if let Some(root) = pin_root
-        && let Some(note) = pin::use_host_bpffs(&root)?
-        && matches!(cli.command, Command::Load { .. })
-    {
-        println!("fw: {note}");
+    // A load that may fall back to iptables must not stop at the BPF
+    // filesystem: the problem is kept for `--backend auto` to weigh.
+    let tolerant = matches!(
+        &cli.command,
+        Command::Load { backend, .. } if *backend != commands::load::Backend::Xdp
+    );
+    let mut bpffs_problem = None;
+    if let Some(root) = pin_root {
+        match pin::use_host_bpffs(&root) {
+            Ok(Some(note)) if matches!(cli.command, Command::Load { .. }) => {
+                println!("fw: {note}");
+            }
+            Ok(_) => {}
+            Err(e) if tolerant => bpffs_problem = Some(e),
+            Err(e) => return Err(e),
+        }
     }
     match cli.command {
         Command::Check { policy } => commands::check::run(policy.as_deref()),
+        Command::Export {
+            policy,
+            family,
+            ifaces,
+        } => commands::export::run(policy.as_deref(), family.family(), &ifaces),
         Command::Load {
             policy,
             ifaces,
@@ -48,16 +64,19 @@ pub fn run(cli: Cli) -> error::Result<()> {
             output,
             no_events,
             metrics,
-        } => commands::load::run(
-            policy.as_deref(),
-            &ifaces,
-            &pin.layout(),
+            backend,
+        } => commands::load::run(commands::load::Request {
+            path: policy.as_deref(),
+            ifaces: &ifaces,
+            layout: &pin.layout(),
             detach,
-            &commands::load::Follow {
+            follow: &commands::load::Follow {
                 events: (!no_events).then(|| output.output()),
                 metrics,
             },
-        ),
+            backend,
+            bpffs_problem,
+        }),
         Command::Events { pin, output } => commands::events::run(&pin.layout(), output.output()),
         Command::Metrics { pin, listen } => commands::metrics::run(&pin.layout(), listen),
         Command::Unload { pin } => commands::unload::run(&pin.layout()),

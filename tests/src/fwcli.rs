@@ -64,3 +64,13 @@ pub fn fw_user_ok(ns: &Netns, args: &[&str]) -> String {
     );
     r.stdout
 }
+
+/// `--backend B` when the suite runs with `FW_TEST_BACKEND=B` (`cargo xtask
+/// test` runs the example policies once more with the iptables backend);
+/// nothing otherwise (the default, `auto`, picks the eBPF datapath here).
+#[must_use]
+pub fn backend_args() -> Vec<String> {
+    std::env::var("FW_TEST_BACKEND")
+        .map(|b| vec!["--backend".to_string(), b])
+        .unwrap_or_default()
+}

@@ -90,6 +90,8 @@ impl Lab {
         for i in ifaces {
             args.extend_from_slice(&["--iface", i]);
         }
+        let backend = crate::fwcli::backend_args();
+        args.extend(backend.iter().map(String::as_str));
         crate::fwcli::fw_user_ok(self.host(host), &args)
     }
 
@@ -111,6 +113,12 @@ impl Default for Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.workdir);
+        // The iptables backend's state files of the hosts (their rules went
+        // with their namespaces).
+        for host in self.hosts.keys() {
+            let layout = fw_user::pin::PinLayout::new(self.bpffs.dir.join(host));
+            let _ = std::fs::remove_file(fw_user::backend::iptables::state_path(&layout));
+        }
     }
 }
 

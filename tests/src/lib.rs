@@ -7,11 +7,14 @@
 //! - `netns`: network namespaces and veth pairs the tests create (and always
 //!   delete), with documentation-range addresses; nothing here touches the
 //!   root namespace's interfaces;
-//! - `fwcli`: the real `fw-user` binary run inside a namespace.
+//! - `fwcli`: the real `fw-user` binary run inside a namespace;
+//! - `diff`: the differential harness, fw's datapath beside iptables with
+//!   the same policy and the same probes.
 //!
 //! Tests panic on failure (no `Result`) so backtraces point at the cause.
 
 pub mod datapath;
+pub mod diff;
 pub mod fwcli;
 pub mod lab;
 pub mod netns;

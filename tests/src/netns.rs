@@ -29,9 +29,11 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// A network namespace owned by the test.
+/// A network namespace owned by the test (deleted on drop), or a handle
+/// on one another value owns (`existing`).
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -39,9 +41,19 @@ impl Netns {
     pub fn new(prefix: &str) -> Self {
         let name = crate::unique(prefix);
         ip(&["netns", "add", &name]);
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A handle on namespace `name`, which something else owns and
+    /// deletes: for threads that work in it.
+    #[must_use]
+    pub fn existing(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            owned: false,
+        }
     }
 
     /// `ip -n <ns> ARGS`.
@@ -97,6 +109,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
@@ -152,10 +167,18 @@ pub struct Pair {
 impl Pair {
     #[must_use]
     pub fn new() -> Self {
+        Self::with_server_if(None)
+    }
+
+    /// A pair whose server interface has the name `server_if` (e.g.
+    /// "eth0", for rulesets written for a real host); interface names are
+    /// per namespace, so pairs side by side may share it.
+    #[must_use]
+    pub fn with_server_if(server_if: Option<&str>) -> Self {
         let server = Netns::new("fwt-srv-");
         let client = Netns::new("fwt-cli-");
         let tag = crate::unique("");
-        let server_if = format!("s{tag}");
+        let server_if = server_if.map_or_else(|| format!("s{tag}"), str::to_string);
         let client_if = format!("c{tag}");
         assert!(
             server_if.len() <= 15,
@@ -243,18 +266,19 @@ impl Pair {
         reason = "callers often want only the side effect"
     )]
     pub fn load_file(&self, file: &str) -> String {
-        crate::fwcli::fw_user_ok(
-            &self.server,
-            &[
-                "load",
-                file,
-                "--iface",
-                &self.server_if,
-                "--pin-path",
-                &self.pin_path(),
-                "--detach",
-            ],
-        )
+        let pin = self.pin_path();
+        let mut args = vec![
+            "load",
+            file,
+            "--iface",
+            &self.server_if,
+            "--pin-path",
+            &pin,
+            "--detach",
+        ];
+        let backend = crate::fwcli::backend_args();
+        args.extend(backend.iter().map(String::as_str));
+        crate::fwcli::fw_user_ok(&self.server, &args)
     }
 
     #[expect(
@@ -541,8 +565,12 @@ impl Default for Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         // Namespaces go first (with the veths and what was attached to
-        // them); the bpffs field is dropped after this and unmounts.
+        // them, iptables rules included); the bpffs field is dropped after
+        // this and unmounts. The iptables backend's state file is outside
+        // both.
         let _ = std::fs::remove_dir_all(&self.workdir);
+        let layout = fw_user::pin::PinLayout::new(self.pin_path());
+        let _ = std::fs::remove_file(fw_user::backend::iptables::state_path(&layout));
     }
 }
 
@@ -1044,6 +1072,51 @@ pub fn udp_exchange(ns: &Netns, to: SocketAddr, timeout: Duration) -> Datagram {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
         };
         let sock = UdpSocket::bind(any).unwrap();
+        sock.connect(to).unwrap();
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        sock.send(b"ping").unwrap();
+        let mut buf = [0u8; 16];
+        match sock.recv(&mut buf) {
+            Ok(4) => Datagram::Answered,
+            Ok(n) => Datagram::Other(format!("{n} bytes")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Datagram::Silent
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    || e.raw_os_error() == Some(libc::EHOSTUNREACH) =>
+            {
+                Datagram::Refused
+            }
+            Err(e) => Datagram::Other(e.to_string()),
+        }
+    })
+}
+
+/// `udp_exchange` from a chosen local address and port.
+#[must_use]
+pub fn udp_exchange_from(
+    ns: &Netns,
+    local: SocketAddr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> Datagram {
+    ns.run(move || {
+        let domain = if to.is_ipv6() {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, None).expect("socket");
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&local.into())
+            .unwrap_or_else(|e| panic!("bind {local}: {e}"));
+        let sock: UdpSocket = sock.into();
         sock.connect(to).unwrap();
         sock.set_read_timeout(Some(timeout)).unwrap();
         sock.send(b"ping").unwrap();

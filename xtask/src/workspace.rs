@@ -71,33 +71,60 @@ pub fn test(extra: &[String]) -> Result<()> {
     build(false)?;
     // Default members: everything but fw-ebpf, which only builds for BPF (fw-user
     // builds it through aya-build and the verdict tests load it).
-    let mut cmd = cargo(&["test"]);
-    cmd.args(extra).env("FW_USER_BIN", fw_user_path(false));
-    eprintln!("[xtask] {cmd:?}");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
     let mut totals = Totals::default();
-    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
-        let line = line.context("reading cargo test output")?;
-        println!("{line}");
-        totals.add(&line);
+    let mut ok = run_tests(&[], extra, None, &mut totals)?;
+    if extra.is_empty() {
+        // The iptables backend must pass the same behaviour tests as the
+        // eBPF datapath: the example policies on real traffic, again.
+        eprintln!("[xtask] the example policies again, with --backend iptables");
+        ok &= run_tests(
+            &["-p", "fw-tests", "--test", "netns_examples"],
+            &[],
+            Some("iptables"),
+            &mut totals,
+        )?;
     }
-    let status = child.wait()?;
     // One closing line for the whole suite: cargo's own last line is the
     // result of whichever test binary ran last.
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if !status.success() || totals.failed > 0 {
+    if !ok || totals.failed > 0 {
         bail!("tests failed");
     }
     if totals.passed == 0 {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// `cargo test ARGS EXTRA`, its output passed through and counted; with
+/// `backend`, the netns tests load through `--backend BACKEND`.
+fn run_tests(
+    args: &[&str],
+    extra: &[String],
+    backend: Option<&str>,
+    totals: &mut Totals,
+) -> Result<bool> {
+    let mut cmd = cargo(&["test"]);
+    cmd.args(args)
+        .args(extra)
+        .env("FW_USER_BIN", fw_user_path(false));
+    if let Some(b) = backend {
+        cmd.env("FW_TEST_BACKEND", b);
+    }
+    eprintln!("[xtask] {cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    Ok(child.wait()?.success())
 }
 
 #[derive(Default)]

@@ -1,9 +1,11 @@
 //! Ways of putting a policy into the kernel. `xdp` is the eBPF datapath
 //! (XDP ingress, TC egress); `maps` is its typed view of the pinned maps,
-//! `conntrack` its connection tables.
+//! `conntrack` its connection tables. `iptables` is the fallback where
+//! eBPF cannot run.
 
 mod batch;
 pub mod conntrack;
+pub mod iptables;
 pub mod maps;
 mod stats;
 pub mod xdp;

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod conntrack;
 pub mod events;
+pub mod export;
 pub mod foreground;
 pub mod load;
 pub mod metrics;

@@ -11,9 +11,11 @@ use serde::Serialize;
 use crate::{
     backend::{
         conntrack::{self, CtTable, TableUsage},
+        iptables,
         maps::FwMaps,
         xdp,
     },
+    error::Error,
     error::Result,
     events::text,
     ifaces,
@@ -225,9 +227,64 @@ pub fn collect(layout: &PinLayout) -> Result<Status> {
     })
 }
 
+/// The iptables backend's status: what is loaded and the counters of
+/// fw's chains.
+#[derive(Debug, Serialize)]
+pub struct IptablesStatus {
+    pub backend: &'static str,
+    pub policy: String,
+    pub policy_fingerprint: String,
+    /// Guarded interfaces; empty: every interface but lo.
+    pub interfaces: Vec<String>,
+    /// Connections in the kernel's conntrack table (this namespace).
+    pub conntrack_entries: Option<u64>,
+    pub rules: Vec<iptables::RuleCounter>,
+}
+
+fn iptables_status(layout: &PinLayout, json: bool) -> Result<()> {
+    let state = iptables::state(layout)?.ok_or_else(|| Error::NotLoaded(layout.root.clone()))?;
+    let s = IptablesStatus {
+        backend: "iptables",
+        policy: state.policy_name,
+        policy_fingerprint: format!("{:016x}", state.policy_hash),
+        interfaces: state.ifaces.unwrap_or_default(),
+        conntrack_entries: iptables::conntrack_count(),
+        rules: iptables::counters()?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "fw: iptables backend; policy {} (fingerprint {})",
+        s.policy, s.policy_fingerprint
+    );
+    if s.interfaces.is_empty() {
+        println!("interfaces: every interface but lo");
+    } else {
+        println!("interfaces: {}", s.interfaces.join(", "));
+    }
+    if let Some(n) = s.conntrack_entries {
+        println!("connection table (kernel conntrack): {n} connections");
+    }
+    let mut current = (String::new(), "");
+    for r in &s.rules {
+        if (r.chain.as_str(), r.family) != (current.0.as_str(), current.1) {
+            println!("\nChain {} ({})", r.chain, r.family);
+            println!("  {:>10} {:>12}  rule", "pkts", "bytes");
+            current = (r.chain.clone(), r.family);
+        }
+        println!("  {:>10} {:>12}  {}", r.packets, r.bytes, r.rule);
+    }
+    Ok(())
+}
+
 /// # Errors
 /// As `collect`.
 pub fn run(layout: &PinLayout, json: bool) -> Result<()> {
+    if iptables::is_active(layout) {
+        return iptables_status(layout, json);
+    }
     let status = collect(layout)?;
     if json {
         println!(

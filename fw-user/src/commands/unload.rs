@@ -1,15 +1,34 @@
-//! `fw-user unload`: detach everything and remove the pins.
+//! `fw-user unload`: detach everything and remove the pins, or remove the
+//! iptables backend's rules.
 
-use crate::{backend::xdp, error::Result, pin::PinLayout};
+use crate::{
+    backend::{iptables, xdp},
+    error::{Error, Result},
+    pin::PinLayout,
+};
 
 /// # Errors
 /// No firewall at the pin path, or removing it failed.
 pub fn run(layout: &PinLayout) -> Result<()> {
-    let freed = xdp::unload(layout)?;
-    if freed.is_empty() {
-        println!("fw: unloaded (no interface was guarded)");
-    } else {
-        println!("fw: unloaded; {} no longer filtered", freed.join(", "));
+    let mut any = false;
+    if iptables::is_active(layout) {
+        let freed = iptables::unload(layout)?;
+        println!(
+            "fw: removed the iptables backend's rules; {} no longer filtered",
+            freed.join(", ")
+        );
+        any = true;
+    }
+    if layout.is_installed() || !any {
+        let freed = match xdp::unload(layout) {
+            Err(Error::NotLoaded(_)) if any => return Ok(()),
+            other => other?,
+        };
+        if freed.is_empty() {
+            println!("fw: unloaded (no interface was guarded)");
+        } else {
+            println!("fw: unloaded; {} no longer filtered", freed.join(", "));
+        }
     }
     Ok(())
 }
