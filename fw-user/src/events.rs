@@ -84,6 +84,16 @@ const TCP_FLAG_NAMES: [(u8, &str); 8] = [
     (tf::FIN, "FIN"),
 ];
 
+/// The TCP flags set in `flags`, in iptables' order and spelling.
+#[must_use]
+pub fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
+    TCP_FLAG_NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
 /// Turns raw events into records, reading the names the loader stored.
 pub struct Decoder<'a> {
     maps: &'a FwMaps,
@@ -193,11 +203,7 @@ impl<'a> Decoder<'a> {
             sport: ports.then_some(e.sport),
             dport: ports.then_some(e.dport),
             tcp_flags: if fam.is_some() && e.proto == ipproto::TCP {
-                TCP_FLAG_NAMES
-                    .iter()
-                    .filter(|(bit, _)| e.tcp_flags & bit != 0)
-                    .map(|(_, n)| *n)
-                    .collect()
+                tcp_flag_names(e.tcp_flags)
             } else {
                 Vec::new()
             },

@@ -230,3 +230,31 @@ fn auto_falls_back_to_iptables_when_ebpf_cannot_load_and_xdp_replaces_it_later()
     let status = fw_user_ok(&pair.server, &["status", "--pin-path", &pin]);
     assert!(status.contains("xdp backend"), "{status}");
 }
+
+#[test]
+fn the_iptables_backend_reports_log_rules_as_events() {
+    if lacks_privileges() {
+        return;
+    }
+    let pair = Pair::new();
+    let pin = pair.pin_path();
+    let policy = pair.policy_file(
+        "logged.toml",
+        "[defaults]\ninput = \"drop\"\n[log]\nprefix = \"fw DROP: \"\ndefault = true\n[[input]]\nname = \"telnet\"\nproto = \"tcp\"\ndport = 23\naction = \"drop\"\nlog = true\nlog_prefix = \"telnet: \"\n",
+    );
+    fw_user_ok(
+        &pair.server,
+        &[
+            "load", &policy, "--backend", "iptables", "--iface", &pair.server_if, "--pin-path",
+            &pin, "--detach",
+        ],
+    );
+    let mut events = pair.spawn_fw_user(&["events", "--pin-path", &pin]);
+    events.wait_for("following log events", Duration::from_secs(5));
+    assert_eq!(tcp_probe(&pair.client, server_addr(false, 23), WAIT), Connect::TimedOut);
+    let line = events.wait_for("DPT=23", Duration::from_secs(5));
+    assert!(line.contains("telnet: IN=") && line.contains("PROTO=TCP") && line.contains(" SYN "), "{line}");
+    assert_eq!(tcp_probe(&pair.client, server_addr(true, 2222), WAIT), Connect::TimedOut);
+    let line = events.wait_for("DPT=2222", Duration::from_secs(5));
+    assert!(line.contains("fw DROP: IN=") && line.contains("SRC=2001:db8::"), "{line}");
+}

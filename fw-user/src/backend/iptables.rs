@@ -205,14 +205,21 @@ pub fn backend_chains(policy: &Policy, family: IpFamily) -> String {
         + "\n"
 }
 
-/// Split an iptables-restore line into words, honouring double quotes.
+/// Split an iptables-restore line into words, honouring double quotes
+/// and backslash escapes inside them (as iptables-restore reads them).
 fn shell_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
     let mut any = false;
-    for c in line.chars() {
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
         match c {
+            '\\' if quoted => {
+                if let Some(next) = chars.next() {
+                    cur.push(next);
+                }
+            }
             '"' => {
                 quoted = !quoted;
                 any = true;
@@ -236,8 +243,8 @@ fn shell_words(line: &str) -> Vec<String> {
 }
 
 fn quote(w: &str) -> String {
-    if w.is_empty() || w.contains(char::is_whitespace) || w.contains('"') {
-        format!("\"{}\"", w.replace('"', ""))
+    if w.is_empty() || w.contains(char::is_whitespace) || w.contains(['"', '\\']) {
+        format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         w.to_string()
     }
@@ -284,6 +291,9 @@ pub fn load(
             }
             return Err(e);
         }
+    }
+    for f in families() {
+        remove_stale_chains(f, &backend_chains(policy, f))?;
     }
     let wanted: Vec<Hook> = families()
         .into_iter()
@@ -404,6 +414,43 @@ fn own_chains_snapshot(f: IpFamily) -> Result<String> {
     }
     out.push_str("COMMIT\n");
     Ok(out)
+}
+
+/// Delete fw's helper chains the policy just restored no longer declares
+/// (nothing refers to them any more).
+fn remove_stale_chains(f: IpFamily, restored: &str) -> Result<()> {
+    let declared: Vec<&str> = restored
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let present = own_chains_snapshot(f)?;
+    let stale: Vec<&str> = present
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| !declared.contains(c))
+        .collect();
+    for op in ["-F", "-X"] {
+        for c in &stale {
+            run(iptables_command(f), &["-w", op, c], None)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{quote, shell_words};
+
+    #[test]
+    fn words_round_trip_through_quotes_and_escapes() {
+        let line = r#"-A FW-LOG -j LOG --log-prefix "say \"hi\" \\ now: ""#;
+        let words = shell_words(line);
+        assert_eq!(words.last().map(String::as_str), Some(r#"say "hi" \ now: "#));
+        let again: Vec<String> = words.iter().map(|w| quote(w)).collect();
+        assert_eq!(shell_words(&again.join(" ")), words);
+    }
 }
 
 /// Remove fw's rules: the jumps, then every `FW-` chain.

@@ -7,6 +7,7 @@ mod batch;
 pub mod conntrack;
 pub mod iptables;
 pub mod maps;
+pub mod nflog;
 mod stats;
 pub mod xdp;
 

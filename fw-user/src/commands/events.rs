@@ -7,7 +7,9 @@ use crate::{backend::xdp, error::Result, pin::PinLayout};
 /// No firewall is loaded, or another process already reads its events.
 pub fn run(layout: &PinLayout, output: EventOutput) -> Result<()> {
     // Fail early, with the usual message, when nothing is loaded.
-    xdp::open_loaded(layout)?;
+    if !crate::backend::iptables::is_active(layout) {
+        xdp::open_loaded(layout)?;
+    }
     println!(
         "fw: following log events of the firewall at {} (Ctrl-C leaves)",
         layout.root.display()

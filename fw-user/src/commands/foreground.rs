@@ -9,7 +9,7 @@ use fw_common::Direction;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    backend::{conntrack::Removed, maps::FwMaps, xdp},
+    backend::{conntrack::Removed, iptables, maps::FwMaps, nflog, xdp},
     error::{Error, Result},
     events::{self, Decoder, Sink, UndeliveredWatch},
     pin::PinLayout,
@@ -52,6 +52,9 @@ pub struct Jobs {
 /// # Errors
 /// The maps cannot be read, or a required job cannot start.
 pub fn run(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
+    if iptables::is_active(layout) {
+        return run_iptables(layout, jobs);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,6 +136,67 @@ pub fn run(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
             }
         }
         println!("fw: leaving the foreground; the firewall stays loaded");
+        Ok(())
+    })
+}
+
+/// The loop for the iptables backend: the kernel's conntrack needs no
+/// sweeping; events come from NFLOG, read on a thread of their own.
+fn run_iptables(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
+    let mut follower = None;
+    if let Some((output, required)) = &jobs.events {
+        match events::lock_reader(layout) {
+            Ok(lock) => follower = Some((lock, output.sink()?)),
+            Err(e) if !required => println!("fw: not following events: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if follower.is_some() {
+        let mut reader = nflog::Reader::bind(iptables::NFLOG_GROUP)?;
+        std::thread::Builder::new()
+            .name("fw-nflog".into())
+            .spawn(move || {
+                while let Ok(batch) = reader.next_batch() {
+                    for r in batch {
+                        if tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io("cannot start the NFLOG reader", e))?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the runtime", e))?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                Some(r) = rx.recv() => {
+                    if let Some((_, sink)) = follower.as_mut() {
+                        sink.event(&r);
+                    }
+                }
+                _ = tick.tick() => {
+                    if !iptables::is_active(layout) {
+                        println!(
+                            "fw: the firewall at {} was unloaded; leaving",
+                            layout.root.display()
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        println!("fw: leaving the foreground; the rules stay loaded");
         Ok(())
     })
 }
