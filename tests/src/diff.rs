@@ -103,6 +103,19 @@ impl fmt::Display for Probe {
     }
 }
 
+impl Probe {
+    /// Is this an IPv6 probe?
+    #[must_use]
+    pub fn is_v6(&self) -> bool {
+        match self {
+            Self::Tcp { v6, .. }
+            | Self::Udp { v6, .. }
+            | Self::Ping { v6, .. }
+            | Self::Flags { v6, .. } => *v6,
+        }
+    }
+}
+
 fn flag_names(flags: u8) -> String {
     let names = [
         (SYN, "SYN"),

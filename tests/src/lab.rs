@@ -80,10 +80,6 @@ impl Lab {
     }
 
     /// `fw-user load FILE` on `host`, guarding `ifaces`.
-    #[expect(
-        clippy::must_use_candidate,
-        reason = "callers often want only the side effect"
-    )]
     pub fn load(&self, host: &str, file: &str, ifaces: &[&str]) -> String {
         let pin = self.bpffs.dir.join(host).display().to_string();
         let mut args = vec!["load", file, "--pin-path", &pin, "--detach"];

@@ -261,10 +261,6 @@ impl Pair {
     }
 
     /// `fw-user load FILE` in the server namespace, guarding its veth.
-    #[expect(
-        clippy::must_use_candidate,
-        reason = "callers often want only the side effect"
-    )]
     pub fn load_file(&self, file: &str) -> String {
         let pin = self.pin_path();
         let mut args = vec![

@@ -62,7 +62,7 @@ fn the_iptables_backend_filters_reloads_reports_and_unloads() {
     let pair = Pair::new();
     let _s = servers(&pair);
     // Another tool's rule, which fw must leave alone.
-    pair.server.exec(&[
+    let added = pair.server.exec(&[
         "iptables",
         "-A",
         "INPUT",
@@ -71,6 +71,7 @@ fn the_iptables_backend_filters_reloads_reports_and_unloads() {
         "-j",
         "DROP",
     ]);
+    assert!(added.status.success(), "{added:?}");
     let pin = pair.pin_path();
     let web = example("web-server.toml");
     let out = fw_user_ok(
@@ -245,16 +246,35 @@ fn the_iptables_backend_reports_log_rules_as_events() {
     fw_user_ok(
         &pair.server,
         &[
-            "load", &policy, "--backend", "iptables", "--iface", &pair.server_if, "--pin-path",
-            &pin, "--detach",
+            "load",
+            &policy,
+            "--backend",
+            "iptables",
+            "--iface",
+            &pair.server_if,
+            "--pin-path",
+            &pin,
+            "--detach",
         ],
     );
     let mut events = pair.spawn_fw_user(&["events", "--pin-path", &pin]);
     events.wait_for("following log events", Duration::from_secs(5));
-    assert_eq!(tcp_probe(&pair.client, server_addr(false, 23), WAIT), Connect::TimedOut);
+    assert_eq!(
+        tcp_probe(&pair.client, server_addr(false, 23), WAIT),
+        Connect::TimedOut
+    );
     let line = events.wait_for("DPT=23", Duration::from_secs(5));
-    assert!(line.contains("telnet: IN=") && line.contains("PROTO=TCP") && line.contains(" SYN "), "{line}");
-    assert_eq!(tcp_probe(&pair.client, server_addr(true, 2222), WAIT), Connect::TimedOut);
+    assert!(
+        line.contains("telnet: IN=") && line.contains("PROTO=TCP") && line.contains(" SYN "),
+        "{line}"
+    );
+    assert_eq!(
+        tcp_probe(&pair.client, server_addr(true, 2222), WAIT),
+        Connect::TimedOut
+    );
     let line = events.wait_for("DPT=2222", Duration::from_secs(5));
-    assert!(line.contains("fw DROP: IN=") && line.contains("SRC=2001:db8::"), "{line}");
+    assert!(
+        line.contains("fw DROP: IN=") && line.contains("SRC=2001:db8::"),
+        "{line}"
+    );
 }
