@@ -82,6 +82,19 @@ pub enum Command {
         #[arg(long = "iface", value_name = "IF")]
         ifaces: Vec<String>,
     },
+    /// Translate an iptables-save file (and its ip6tables-save twin) into
+    /// an equivalent policy.toml, printed on stdout.
+    Import {
+        /// The IPv4 rules, e.g. /etc/iptables/rules.v4.
+        rules_v4: Option<PathBuf>,
+        /// The IPv6 rules, e.g. /etc/iptables/rules.v6.
+        #[arg(long = "ipv6", value_name = "RULES_V6")]
+        rules_v6: Option<PathBuf>,
+        /// Leave out rules fw cannot express (each is listed) instead of
+        /// failing.
+        #[arg(long)]
+        skip_unsupported: bool,
+    },
     /// Detach the firewall from every interface and remove its maps.
     Unload {
         #[command(flatten)]

@@ -118,6 +118,11 @@ pub enum Error {
     #[error("{message} (hint: {hint})")]
     Usage { message: String, hint: String },
 
+    /// Constructs of an iptables ruleset fw cannot express, one a line,
+    /// each with its own hint.
+    #[error("cannot import; {0}")]
+    Import(String),
+
     #[error(
         "privileges are required to {action} (hint: run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)"
     )]

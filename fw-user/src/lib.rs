@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> error::Result<()> {
         | Command::Events { pin, .. }
         | Command::Metrics { pin, .. } => Some(pin.layout().root),
         Command::Conntrack { command } => Some(command.pin().layout().root),
-        Command::Check { .. } | Command::Export { .. } => None,
+        Command::Check { .. } | Command::Export { .. } | Command::Import { .. } => None,
     };
     // A load that may fall back to iptables must not stop at the BPF
     // filesystem: the problem is kept for `--backend auto` to weigh.
@@ -51,6 +51,11 @@ pub fn run(cli: Cli) -> error::Result<()> {
     }
     match cli.command {
         Command::Check { policy } => commands::check::run(policy.as_deref()),
+        Command::Import {
+            rules_v4,
+            rules_v6,
+            skip_unsupported,
+        } => commands::import::run(rules_v4.as_deref(), rules_v6.as_deref(), skip_unsupported),
         Command::Export {
             policy,
             family,

@@ -447,7 +447,10 @@ mod tests {
     fn words_round_trip_through_quotes_and_escapes() {
         let line = r#"-A FW-LOG -j LOG --log-prefix "say \"hi\" \\ now: ""#;
         let words = shell_words(line);
-        assert_eq!(words.last().map(String::as_str), Some(r#"say "hi" \ now: "#));
+        assert_eq!(
+            words.last().map(String::as_str),
+            Some(r#"say "hi" \ now: "#)
+        );
         let again: Vec<String> = words.iter().map(|w| quote(w)).collect();
         assert_eq!(shell_words(&again.join(" ")), words);
     }

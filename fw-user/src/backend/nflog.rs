@@ -78,9 +78,7 @@ impl Reader {
             && let Some(code) = e.code
         {
             return Err(Error::io(
-                format!(
-                    "the kernel refused NFLOG group {group} (is another fw-user reading it?)"
-                ),
+                format!("the kernel refused NFLOG group {group} (is another fw-user reading it?)"),
                 std::io::Error::from_raw_os_error(-code.get()),
             ));
         }
@@ -230,7 +228,9 @@ fn headers(p: &[u8]) -> Option<Headers> {
         src,
         dst,
         ports,
-        tcp_flags: (proto == ipproto::TCP).then(|| p.get(l4 + 13).copied()).flatten(),
+        tcp_flags: (proto == ipproto::TCP)
+            .then(|| p.get(l4 + 13).copied())
+            .flatten(),
         icmp_type: matches!(proto, ipproto::ICMP | ipproto::ICMPV6)
             .then(|| p.get(l4).copied())
             .flatten(),

@@ -5,6 +5,7 @@ pub mod conntrack;
 pub mod events;
 pub mod export;
 pub mod foreground;
+pub mod import;
 pub mod load;
 pub mod metrics;
 pub mod status;
