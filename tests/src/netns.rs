@@ -1061,37 +1061,12 @@ pub enum Datagram {
 /// what came back, including an ICMP error.
 #[must_use]
 pub fn udp_exchange(ns: &Netns, to: SocketAddr, timeout: Duration) -> Datagram {
-    ns.run(move || {
-        let any: SocketAddr = if to.is_ipv6() {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
-        } else {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
-        };
-        let sock = UdpSocket::bind(any).unwrap();
-        sock.connect(to).unwrap();
-        sock.set_read_timeout(Some(timeout)).unwrap();
-        sock.send(b"ping").unwrap();
-        let mut buf = [0u8; 16];
-        match sock.recv(&mut buf) {
-            Ok(4) => Datagram::Answered,
-            Ok(n) => Datagram::Other(format!("{n} bytes")),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Datagram::Silent
-            }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    || e.raw_os_error() == Some(libc::EHOSTUNREACH) =>
-            {
-                Datagram::Refused
-            }
-            Err(e) => Datagram::Other(e.to_string()),
-        }
-    })
+    let any: SocketAddr = if to.is_ipv6() {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    };
+    udp_exchange_from(ns, any, to, timeout)
 }
 
 /// `udp_exchange` from a chosen local address and port.
@@ -1115,7 +1090,16 @@ pub fn udp_exchange_from(
         let sock: UdpSocket = sock.into();
         sock.connect(to).unwrap();
         sock.set_read_timeout(Some(timeout)).unwrap();
-        sock.send(b"ping").unwrap();
+        match sock.send(b"ping") {
+            Ok(_) => {}
+            // The host's own firewall refused the datagram on its way out:
+            // iptables (OUTPUT) tells the sender at once with EPERM, where
+            // the eBPF datapath answers with an ICMP error.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Datagram::Refused;
+            }
+            Err(e) => panic!("send to {to}: {e}"),
+        }
         let mut buf = [0u8; 16];
         match sock.recv(&mut buf) {
             Ok(4) => Datagram::Answered,

@@ -47,6 +47,24 @@ fn web_server_answers(pair: &Pair) {
     assert!(ping(&pair.client, IpAddr::V4(SERVER4)));
 }
 
+/// `fw-user load FILE --backend iptables` on the pair's server.
+fn load_iptables(pair: &Pair, file: &str) -> String {
+    fw_user_ok(
+        &pair.server,
+        &[
+            "load",
+            file,
+            "--backend",
+            "iptables",
+            "--iface",
+            &pair.server_if,
+            "--pin-path",
+            &pair.pin_path(),
+            "--detach",
+        ],
+    )
+}
+
 fn servers(pair: &Pair) -> Vec<EchoServer> {
     [22, 443, 5432, 8080]
         .iter()
@@ -74,20 +92,7 @@ fn the_iptables_backend_filters_reloads_reports_and_unloads() {
     assert!(added.status.success(), "{added:?}");
     let pin = pair.pin_path();
     let web = example("web-server.toml");
-    let out = fw_user_ok(
-        &pair.server,
-        &[
-            "load",
-            &web,
-            "--backend",
-            "iptables",
-            "--iface",
-            &pair.server_if,
-            "--pin-path",
-            &pin,
-            "--detach",
-        ],
-    );
+    let out = load_iptables(&pair, &web);
     assert!(out.contains("with the iptables backend"), "{out}");
     web_server_answers(&pair);
     let rules = saved(&pair.server);
@@ -116,20 +121,7 @@ fn the_iptables_backend_filters_reloads_reports_and_unloads() {
         "open8080.toml",
         "[defaults]\ninput = \"drop\"\n[[input]]\nproto = \"tcp\"\ndport = 8080\naction = \"accept\"\n",
     );
-    let out = fw_user_ok(
-        &pair.server,
-        &[
-            "load",
-            &policy,
-            "--backend",
-            "iptables",
-            "--iface",
-            &pair.server_if,
-            "--pin-path",
-            &pin,
-            "--detach",
-        ],
-    );
+    let out = load_iptables(&pair, &policy);
     assert!(out.contains("replaced the running policy"), "{out}");
     assert_eq!(
         tcp_probe(&pair.client, server_addr(false, 8080), WAIT),
@@ -243,20 +235,7 @@ fn the_iptables_backend_reports_log_rules_as_events() {
         "logged.toml",
         "[defaults]\ninput = \"drop\"\n[log]\nprefix = \"fw DROP: \"\ndefault = true\n[[input]]\nname = \"telnet\"\nproto = \"tcp\"\ndport = 23\naction = \"drop\"\nlog = true\nlog_prefix = \"telnet: \"\n",
     );
-    fw_user_ok(
-        &pair.server,
-        &[
-            "load",
-            &policy,
-            "--backend",
-            "iptables",
-            "--iface",
-            &pair.server_if,
-            "--pin-path",
-            &pin,
-            "--detach",
-        ],
-    );
+    load_iptables(&pair, &policy);
     let mut events = pair.spawn_fw_user(&["events", "--pin-path", &pin]);
     events.wait_for("following log events", Duration::from_secs(5));
     assert_eq!(

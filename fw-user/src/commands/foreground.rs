@@ -63,14 +63,7 @@ pub fn run(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
         crate::metrics::serve(layout, addr)?;
         println!("fw: serving Prometheus metrics at http://{addr}/metrics");
     }
-    let mut follower = None;
-    if let Some((output, required)) = &jobs.events {
-        match events::lock_reader(layout) {
-            Ok(lock) => follower = Some((lock, output.sink()?)),
-            Err(e) if !required => println!("fw: not following events: {e}"),
-            Err(e) => return Err(e),
-        }
-    }
+    let follower = follower(layout, jobs)?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
@@ -140,17 +133,26 @@ pub fn run(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
     })
 }
 
+/// The lock and the sink, when events are to be followed and no other
+/// reader has them (an error then only if the events were required).
+fn follower(layout: &PinLayout, jobs: &Jobs) -> Result<Option<(events::ReaderLock, Sink)>> {
+    let Some((output, required)) = &jobs.events else {
+        return Ok(None);
+    };
+    match events::lock_reader(layout) {
+        Ok(lock) => Ok(Some((lock, output.sink()?))),
+        Err(e) if !required => {
+            println!("fw: not following events: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The loop for the iptables backend: the kernel's conntrack needs no
 /// sweeping; events come from NFLOG, read on a thread of their own.
 fn run_iptables(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
-    let mut follower = None;
-    if let Some((output, required)) = &jobs.events {
-        match events::lock_reader(layout) {
-            Ok(lock) => follower = Some((lock, output.sink()?)),
-            Err(e) if !required => println!("fw: not following events: {e}"),
-            Err(e) => return Err(e),
-        }
-    }
+    let mut follower = follower(layout, jobs)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     if follower.is_some() {
         let mut reader = nflog::Reader::bind(iptables::NFLOG_GROUP)?;

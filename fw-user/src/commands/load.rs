@@ -144,6 +144,27 @@ pub fn run(req: Request<'_>) -> Result<()> {
     )
 }
 
+fn loaded_or_replaced(fresh: bool) -> &'static str {
+    if fresh {
+        "loaded"
+    } else {
+        "replaced the running policy with"
+    }
+}
+
+/// Rule counts and defaults, as both backends report a load.
+fn summary(policy: &Policy) -> String {
+    format!(
+        "{} input, {} output, {} forward rules; defaults: input {}, output {}, forward {}",
+        policy.input.len(),
+        policy.output.len(),
+        policy.forward.len(),
+        policy.defaults.input,
+        policy.defaults.output,
+        policy.defaults.forward,
+    )
+}
+
 fn load_iptables(
     layout: &PinLayout,
     policy: &Policy,
@@ -152,18 +173,9 @@ fn load_iptables(
 ) -> Result<()> {
     let report = iptables::load(layout, policy, name, ifaces)?;
     println!(
-        "fw: {} policy {name} with the iptables backend ({} input, {} output, {} forward rules; defaults: input {}, output {}, forward {})",
-        if report.fresh {
-            "loaded"
-        } else {
-            "replaced the running policy with"
-        },
-        policy.input.len(),
-        policy.output.len(),
-        policy.forward.len(),
-        policy.defaults.input,
-        policy.defaults.output,
-        policy.defaults.forward,
+        "fw: {} policy {name} with the iptables backend ({})",
+        loaded_or_replaced(report.fresh),
+        summary(policy)
     );
     match ifaces {
         Some(list) => println!("fw: guarding {} (iptables, ip6tables)", list.join(", ")),
@@ -190,19 +202,10 @@ fn load_xdp(
     }
     let report = xdp::load(layout, compiled, targets)?;
     println!(
-        "fw: {} policy {name} (generation {}; {} input, {} output, {} forward rules; defaults: input {}, output {}, forward {})",
-        if report.fresh {
-            "loaded"
-        } else {
-            "replaced the running policy with"
-        },
+        "fw: {} policy {name} (generation {}; {})",
+        loaded_or_replaced(report.fresh),
         report.generation,
-        policy.input.len(),
-        policy.output.len(),
-        policy.forward.len(),
-        policy.defaults.input,
-        policy.defaults.output,
-        policy.defaults.forward,
+        summary(policy)
     );
     for a in &report.attached {
         println!(

@@ -380,6 +380,10 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("\"{s}\" is not an address or a prefix"))
 }
 
+/// The largest set file read: room for every prefix the address tries
+/// hold (2.2 million), written out at length with comments.
+const SET_FILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
 fn read_set_file(
     src: &Src,
     span: Range<usize>,
@@ -390,13 +394,26 @@ fn read_set_file(
         Some(base) if Path::new(file).is_relative() => base.join(file),
         _ => PathBuf::from(file),
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let cannot = |e: &dyn std::fmt::Display| {
         src.err(
             span.clone(),
             format!("set `{name}`: cannot read `{}`: {e}", path.display()),
             "the path is relative to the policy file; one address or prefix per line, `#` starts a comment",
         )
-    })?;
+    };
+    // A device or a pipe could be read forever: only a regular file of a
+    // size the address tries can hold is a set.
+    let meta = std::fs::metadata(&path).map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(cannot(&"it is not a regular file"));
+    }
+    if meta.len() > SET_FILE_MAX_BYTES {
+        return Err(cannot(&format!(
+            "it has {} bytes; fw reads at most {SET_FILE_MAX_BYTES}",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| cannot(&e))?;
     let mut nets = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let item = line.split('#').next().unwrap_or("").trim();

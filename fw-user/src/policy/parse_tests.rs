@@ -612,3 +612,14 @@ fn log_mistakes_are_located_and_explained() {
     let e = err("[log]\nverbose = true\n");
     assert!(e.contains("unknown field `verbose`"), "{e}");
 }
+
+#[test]
+fn set_files_must_be_regular_files() {
+    let e = err("[sets]\nx = { file = \"/dev/zero\" }\n");
+    assert!(
+        e.contains("set `x`: cannot read `/dev/zero`: it is not a regular file"),
+        "{e}"
+    );
+    let e = err("[sets]\nx = { file = \"/\" }\n");
+    assert!(e.contains("not a regular file"), "{e}");
+}
