@@ -361,7 +361,8 @@ pub struct ReaderLock {
 }
 
 /// Where readers of the firewall pinned at `root` take their lock.
-fn lock_path(root: &Path) -> PathBuf {
+#[must_use]
+pub fn lock_path(root: &Path) -> PathBuf {
     let name: String = root
         .to_string_lossy()
         .chars()

@@ -567,6 +567,7 @@ impl Drop for Pair {
         let _ = std::fs::remove_dir_all(&self.workdir);
         let layout = fw_user::pin::PinLayout::new(self.pin_path());
         let _ = std::fs::remove_file(fw_user::backend::iptables::state_path(&layout));
+        let _ = std::fs::remove_file(fw_user::events::lock_path(&layout.root));
     }
 }
 
