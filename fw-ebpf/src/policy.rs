@@ -3,7 +3,7 @@
 //! that field value allows; the AND of the bitmaps, lowest bit first, is the
 //! first matching rule. See `fw_common::policy` for the layout.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use fw_common::{
     config::FwConfig,
     family,
@@ -16,7 +16,7 @@ use fw_common::{
 use crate::report::LogTrail;
 
 use crate::maps::{
-    FW_CLASSES, FW_CONFIG, FW_CURSOR, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES,
+    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES,
     FW_SCRATCH, FW_SRC, FW_TABLES,
 };
 
@@ -214,35 +214,98 @@ fn first_match(
             & fields[7].words[w]
             & fields[8].words[w];
     }
-    let cursor = FW_CURSOR.get_ptr_mut(0)?;
-    for _ in 0..MAX_MATCH_STEPS {
-        // The rule number goes through per-CPU memory: the verifier then
-        // knows only its bound, and the 16 ways out of `lowest_bit` reach
-        // the next step as one state instead of multiplying step by step.
-        // SAFETY: per-CPU slot from a map lookup, used only by this run.
-        unsafe { *cursor = lowest_bit(acc)? };
-        let rule = unsafe { *cursor } % fw_common::policy::MAX_RULES_U32;
-        let slot = rule_index(g, c, rule);
-        let meta = FW_RULES.get(slot)?;
-        let action = Action::from_u8(meta.action);
-        // A rule over its `limit` does not match: on to the next one.
-        let within_limit = meta.limit_interval_ns == 0 || take_token(slot, meta, now);
-        if action != Action::Log && within_limit {
-            return Some(Decision {
-                action,
-                reject_with: meta.reject_with,
-                rule: rule as u16 + 1,
-            });
-        }
-        // A LOG rule logs (after the verdict, `report::after_rules`) and
-        // the packet goes on, as does a rule over its limit.
-        if action == Action::Log && within_limit {
-            trail.push(slot);
-        }
-        let w = (rule / 64) as usize % BITMAP_WORDS;
-        acc.words[w] &= !(1u64 << (rule % 64));
+    let mut search = Search {
+        trail: core::ptr::from_mut(trail),
+        now,
+        generation: g,
+        chain: c as u32,
+        rule: 0,
+        action: 0,
+        reject_with: 0,
+        _pad: [0; 2],
+    };
+    // The steps run under `bpf_loop` (kernel 5.17): the verifier checks one
+    // step once, where an unrolled loop has it walk every way through every
+    // step, which the 6.1 verifier gives up on at a million instructions.
+    // SAFETY: `match_step` is a BPF function taking `Search`, as given.
+    unsafe {
+        bpf_loop(
+            MAX_MATCH_STEPS as u32,
+            (match_step as *const ()).cast_mut().cast::<c_void>(),
+            core::ptr::from_mut(&mut search).cast(),
+            0,
+        );
     }
-    None
+    (search.rule != 0).then(|| Decision {
+        action: Action::from_u8(search.action),
+        reject_with: search.reject_with,
+        rule: search.rule as u16,
+    })
+}
+
+/// What the match steps share, on the stack of `first_match`.
+#[repr(C)]
+struct Search {
+    trail: *mut LogTrail,
+    now: u64,
+    generation: u32,
+    /// A `Chain`.
+    chain: u32,
+    /// Out: the 1-based rule that decided; 0 while none has.
+    rule: u32,
+    action: u8,
+    reject_with: u8,
+    _pad: [u8; 2],
+}
+
+/// One step of the search, called by `bpf_loop`: 1 stops it (a rule
+/// decided, or none is left), 0 goes on past a `log` rule or a rule over
+/// its limit.
+#[inline(never)]
+extern "C" fn match_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Search` that `first_match` handed `bpf_loop`.
+    let s = unsafe { &mut *ctx.cast::<Search>() };
+    match step(s) {
+        Some(false) => 0,
+        _ => 1,
+    }
+}
+
+/// `Some(true)`: a rule decided (written into `s`); `Some(false)`: passed
+/// over one rule; `None`: no rule left.
+#[inline(always)]
+fn step(s: &mut Search) -> Option<bool> {
+    let g = s.generation & 1;
+    let c = match s.chain {
+        0 => Chain::Input,
+        1 => Chain::Output,
+        _ => Chain::Forward,
+    };
+    let acc = FW_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch slot from a map lookup, filled by
+    // `first_match`; nothing else uses it while this program runs here.
+    let acc = unsafe { &mut *acc };
+    let rule = lowest_bit(acc)? % fw_common::policy::MAX_RULES_U32;
+    let slot = rule_index(g, c, rule);
+    let meta = FW_RULES.get(slot)?;
+    let action = Action::from_u8(meta.action);
+    // A rule over its `limit` does not match: on to the next one.
+    let within_limit = meta.limit_interval_ns == 0 || take_token(slot, meta, s.now);
+    if action != Action::Log && within_limit {
+        s.rule = rule + 1;
+        s.action = meta.action;
+        s.reject_with = meta.reject_with;
+        return Some(true);
+    }
+    // A LOG rule logs (after the verdict, `report::after_rules`) and the
+    // packet goes on, as does a rule over its limit.
+    if action == Action::Log && within_limit {
+        // SAFETY: `trail` points at the caller's per-CPU `LogTrail`.
+        unsafe { (*s.trail).push(slot) };
+    }
+    let w = (rule / 64) as usize % BITMAP_WORDS;
+    acc.words[w] &= !(1u64 << (rule % 64));
+    Some(false)
 }
 
 #[inline(always)]
