@@ -1,6 +1,7 @@
 //! Everything that crosses the kernel/user boundary of fw: map names, map
 //! value layouts, verdict and reason codes, and the connection-tracking
-//! state machine that both sides must agree on.
+//! state machine that both sides must agree on; and the kernel features the
+//! datapath needs (`kernel`).
 //!
 //! Rules for this crate (see `docs/architecture.md`):
 //! - every shared type is `#[repr(C)]`, `Copy`, has explicit padding and a
@@ -18,6 +19,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod events;
+pub mod kernel;
 pub mod maps;
 pub mod policy;
 pub mod rate;

@@ -128,6 +128,20 @@ pub enum Error {
     )]
     Privileges { action: &'static str },
 
+    /// The kernel lacks something the eBPF datapath needs
+    /// (`fw_common::kernel::REQUIREMENTS`); `--backend auto` falls back
+    /// to iptables on it.
+    #[error(
+        "this kernel (Linux {release}) lacks what fw's eBPF datapath needs: {missing} (hint: {hint})"
+    )]
+    UnsupportedKernel {
+        /// `uname -r`.
+        release: String,
+        /// Each requirement not met, with the release that brought it.
+        missing: String,
+        hint: String,
+    },
+
     #[error("{what}: {source}")]
     Io {
         what: String,

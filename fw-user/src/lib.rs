@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod ifaces;
 pub mod iptables;
+pub mod kernel;
 pub mod metrics;
 pub mod output;
 pub mod pin;

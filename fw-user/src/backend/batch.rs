@@ -2,7 +2,7 @@
 //! wrap. A reload rewrites about 100 000 array elements; one syscall per
 //! element made it take half a second.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 
 use aya::{Pod, maps::MapData};
 
@@ -33,7 +33,20 @@ const CHUNK: usize = 8192;
 /// The kernel refused the update (an old kernel without batch operations
 /// answers `EINVAL`).
 pub fn update_array<V: Pod>(map: &MapData, first: u32, values: &[V]) -> std::io::Result<()> {
-    let fd = map.fd().as_fd().as_raw_fd();
+    update_array_fd(map.fd().as_fd(), first, values)
+}
+
+/// `update_array` for an array map known by its descriptor (the kernel
+/// probe writes to a map aya did not create).
+///
+/// # Errors
+/// As `update_array`.
+pub fn update_array_fd<V: Pod>(
+    map: BorrowedFd<'_>,
+    first: u32,
+    values: &[V],
+) -> std::io::Result<()> {
+    let fd = map.as_raw_fd();
     for (c, chunk) in values.chunks(CHUNK).enumerate() {
         let base = first + u32::try_from(c * CHUNK).map_err(std::io::Error::other)?;
         let keys: Vec<u32> = (0..u32::try_from(chunk.len()).map_err(std::io::Error::other)?)

@@ -3,7 +3,7 @@
 //! `conntrack` its connection tables. `iptables` is the fallback where
 //! eBPF cannot run.
 
-mod batch;
+pub(crate) mod batch;
 pub mod conntrack;
 pub mod iptables;
 pub mod maps;

@@ -1,8 +1,9 @@
-//! `fw-user check`: validate and compile a policy, touch nothing.
+//! `fw-user check`: validate and compile a policy, touch nothing; then say
+//! whether this kernel can run the eBPF datapath (`kernel`).
 
 use std::path::Path;
 
-use crate::{error::Result, policy};
+use crate::{error::Result, kernel, policy};
 
 /// # Errors
 /// The policy is invalid.
@@ -26,5 +27,16 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         policy.defaults.output,
         policy.defaults.forward,
     );
+    // Where the policy would go on this host: not an error of the policy.
+    let release = kernel::running_release();
+    let how = if nix::unistd::geteuid().is_root() {
+        ""
+    } else {
+        " (judged by its version: probing the kernel needs root)"
+    };
+    match kernel::check(&release) {
+        Ok(()) => println!("fw: this kernel (Linux {release}) can run the eBPF datapath{how}"),
+        Err(e) => println!("fw: `fw-user load` would use the iptables backend here{how}: {e}"),
+    }
     Ok(())
 }

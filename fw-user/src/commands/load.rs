@@ -8,7 +8,7 @@ use super::foreground::{self, EventOutput, Jobs};
 use crate::{
     backend::{iptables, xdp},
     error::{Error, Result},
-    ifaces,
+    ifaces, kernel,
     pin::{PinLayout, ensure_bpffs},
     policy::{self, Policy},
 };
@@ -38,10 +38,13 @@ pub struct Request<'a> {
 
 /// Errors that mean "eBPF cannot run here" rather than "this policy or
 /// request is wrong": the ones `--backend auto` falls back on.
-fn ebpf_unavailable(e: &Error) -> bool {
+pub(crate) fn ebpf_unavailable(e: &Error) -> bool {
     matches!(
         e,
-        Error::Bpf { .. } | Error::Privileges { .. } | Error::NotBpffs { .. }
+        Error::Bpf { .. }
+            | Error::Privileges { .. }
+            | Error::NotBpffs { .. }
+            | Error::UnsupportedKernel { .. }
     )
 }
 
@@ -71,6 +74,12 @@ pub fn run(req: Request<'_>) -> Result<()> {
     };
     ifaces::validate(&targets)?;
     let xdp_attempt = |problem: Option<Error>| -> Result<()> {
+        // Before anything is loaded, so an old kernel gets a clear error
+        // instead of a verifier log. A reload loads no program: the ones
+        // running already passed.
+        if !layout.is_installed() {
+            kernel::check_running()?;
+        }
         if let Some(e) = problem {
             return Err(e);
         }
