@@ -5,7 +5,9 @@
 //! The xtask must not depend on fw-user: building that needs bpf-linker,
 //! which is what `setup` installs.
 
+mod kernels;
 mod setup;
+mod vm;
 mod workspace;
 
 use anyhow::Result;
@@ -36,9 +38,33 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run every test: host unit tests, `BPF_PROG_TEST_RUN` verdict tables and
-    /// netns traffic tests (needs root). Extra arguments go to `cargo test`.
+    /// Run every test (needs root): the host unit tests, then the privileged
+    /// suite (`BPF_PROG_TEST_RUN` verdict tables, netns traffic tests,
+    /// scenarios) on this machine's kernel in namespaces and inside a QEMU VM
+    /// on each Debian kernel. Arguments after `--` go to every test binary,
+    /// e.g. a test name filter.
     Test {
+        /// Where the privileged suite runs: `host` (this kernel, in
+        /// namespaces), a Debian series (`6.1`, `6.12`: the newest image,
+        /// fetched with apt-get download and cached in ~/.cache/fw/kernels)
+        /// or a path to a vmlinuz. Repeatable. Default: host, 6.1 and 6.12.
+        #[arg(long = "kernel", value_name = "KERNEL")]
+        kernels: Vec<String>,
+        /// Only this machine's kernel, no VM (same as `--kernel host`).
+        #[arg(long, conflicts_with = "kernels")]
+        no_vm: bool,
+        /// Run only these suites of the privileged tests (file names in
+        /// tests/tests, e.g. `verdict_policy`); skips the host unit tests.
+        #[arg(long = "test", value_name = "SUITE")]
+        suites: Vec<String>,
+        /// Minutes a VM may run before it is killed as hung.
+        #[arg(long, default_value_t = 40)]
+        vm_timeout: u64,
+        /// What the VMs run: `all`, `compat` (the kernel-dependent
+        /// selection: every program, hook and feature, and every scenario)
+        /// or `auto`: all with KVM, compat when emulating.
+        #[arg(long, value_enum, default_value = "auto")]
+        vm_suite: workspace::VmSuite,
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -60,9 +86,34 @@ fn main() -> Result<()> {
             workspace::build(release)?;
             workspace::run_fw_user(release, &args)
         }
-        Command::Test { args } => {
+        Command::Test {
+            kernels,
+            no_vm,
+            suites,
+            vm_timeout,
+            vm_suite,
+            args,
+        } => {
             setup::run()?;
-            workspace::test(&args)
+            let kernels = if no_vm {
+                vec![kernels::Spec::Host]
+            } else if kernels.is_empty() {
+                std::iter::once(kernels::Spec::Host)
+                    .chain(kernels::DEBIAN_SERIES.iter().map(|s| kernels::Spec::Debian((*s).into())))
+                    .collect()
+            } else {
+                kernels
+                    .iter()
+                    .map(|k| kernels::Spec::parse(k))
+                    .collect::<Result<_>>()?
+            };
+            workspace::test(&workspace::TestPlan {
+                kernels,
+                suites,
+                vm_timeout: std::time::Duration::from_secs(vm_timeout * 60),
+                vm_suite,
+                harness_args: args,
+            })
         }
         Command::Demo => {
             setup::run()?;

@@ -20,6 +20,12 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "util-linux",
+    // The test VM: QEMU, busybox for its init, kmod for depmod and the
+    // guest's modprobe, xz for Debian's compressed modules.
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "xz-utils",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
