@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use crate::netns::{Bpffs, Netns};
 
 pub struct Lab {
-    peers: Vec<crate::netns::XdpPeer>,
+    /// `fw_pass`, loaded once and attached to every bridge port (see
+    /// `plug`); loading the kernel object once per port costs a quarter
+    /// of a second each, which adds up in labs of a dozen hosts.
+    pass: Option<aya::Ebpf>,
     hosts: HashMap<String, Netns>,
     lans: HashMap<String, Netns>,
     pub bpffs: Bpffs,
@@ -21,7 +24,7 @@ impl Lab {
         let workdir = std::env::temp_dir().join(crate::unique("fw-lab-"));
         std::fs::create_dir_all(&workdir).expect("lab workdir");
         Self {
-            peers: Vec::new(),
+            pass: None,
             hosts: HashMap::new(),
             lans: HashMap::new(),
             bpffs: Bpffs::new(),
@@ -70,8 +73,32 @@ impl Lab {
         h.ip(&["link", "set", ifname, "up"]);
         sw.ip(&["link", "set", &b, "master", "br0"]);
         sw.ip(&["link", "set", &b, "up"]);
-        // So REJECT replies sent with XDP_TX reach the bridge.
-        self.peers.push(crate::netns::XdpPeer::attach(sw, &b));
+        // So REJECT replies sent with XDP_TX reach the bridge: a veth
+        // only delivers them to a peer running XDP (as `XdpPeer` does for
+        // a pair). One program serves every port; the attachment is made
+        // from inside the switch's namespace, where the port lives.
+        let mut ebpf = self.pass.take().unwrap_or_else(|| {
+            let mut ebpf =
+                aya::Ebpf::load(fw_user::backend::EBPF_OBJECT).expect("load kernel object");
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut(fw_common::maps::PROG_PASS)
+                .expect("fw_pass")
+                .try_into()
+                .expect("an XDP program");
+            prog.load().expect("load fw_pass");
+            ebpf
+        });
+        let ebpf = sw.run(move || {
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut(fw_common::maps::PROG_PASS)
+                .expect("fw_pass")
+                .try_into()
+                .expect("an XDP program");
+            prog.attach(&b, aya::programs::XdpMode::Driver)
+                .expect("attach fw_pass");
+            ebpf
+        });
+        self.pass = Some(ebpf);
     }
 
     #[must_use]

@@ -9,7 +9,10 @@
 //!   root namespace's interfaces;
 //! - `fwcli`: the real `fw-user` binary run inside a namespace;
 //! - `diff`: the differential harness, fw's datapath beside iptables with
-//!   the same policy and the same probes.
+//!   the same policy and the same probes;
+//! - `lab`: multi-host networks of namespaces joined by bridges;
+//! - `scenario`: scenario suites as data (`tests/scenarios/*.toml`): hosts,
+//!   networks, policies, services and a reachability matrix, run on a lab.
 //!
 //! Tests panic on failure (no `Result`) so backtraces point at the cause.
 
@@ -19,6 +22,7 @@ pub mod fwcli;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod scenario;
 
 /// A name no other test of any concurrent run uses: pid plus a counter.
 #[must_use]
