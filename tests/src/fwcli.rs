@@ -67,10 +67,11 @@ pub fn fw_user_ok(ns: &Netns, args: &[&str]) -> String {
 
 /// `--backend B` when the suite runs with `FW_TEST_BACKEND=B` (`cargo xtask
 /// test` runs the example policies once more with the iptables backend);
-/// nothing otherwise (the default, `auto`, picks the eBPF datapath here).
+/// `--backend xdp` otherwise: with the default, `auto`, a datapath the
+/// kernel refuses would fall back to iptables and every traffic test would
+/// still pass, hiding it (as on 6.1 before the rule search used `bpf_loop`).
 #[must_use]
 pub fn backend_args() -> Vec<String> {
-    std::env::var("FW_TEST_BACKEND")
-        .map(|b| vec!["--backend".to_string(), b])
-        .unwrap_or_default()
+    let backend = std::env::var("FW_TEST_BACKEND").unwrap_or_else(|_| "xdp".into());
+    vec!["--backend".to_string(), backend]
 }
