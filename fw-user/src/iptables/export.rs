@@ -675,6 +675,10 @@ fn addr_part(m: Option<&AddrMatch>, family: IpFamily) -> Option<AddrPart> {
     let Some(m) = m else {
         return Some(AddrPart::Any);
     };
+    // Duplicates dropped with a set, keeping the first occurrence's order:
+    // a search of the list per prefix made a 100k-prefix blocklist take
+    // minutes.
+    let mut seen = std::collections::HashSet::new();
     let mut nets: Vec<IpNet> = Vec::new();
     for n in &m.nets {
         let n = n.trunc();
@@ -682,7 +686,7 @@ fn addr_part(m: Option<&AddrMatch>, family: IpFamily) -> Option<AddrPart> {
             IpFamily::V4 => matches!(n, IpNet::V4(_)),
             IpFamily::V6 => matches!(n, IpNet::V6(_)),
         };
-        if ours && !nets.contains(&n) {
+        if ours && seen.insert(n) {
             nets.push(n);
         }
     }
