@@ -66,6 +66,9 @@ pub struct TestRun {
     pub exe: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Rough cost, to spread suites over parallel lanes: the number of
+    /// tests it runs, where known.
+    pub weight: u32,
 }
 
 pub struct Options {
@@ -212,7 +215,7 @@ fn initramfs(kernel: &Kernel) -> Result<Vec<u8>> {
 /// The script the guest runs in the chroot: load the suite's modules, then
 /// every test binary, each one's output to the console and to a log file,
 /// its exit code to a file of its own.
-fn job_script(job: &Path, cwd: &Path, runs: &[TestRun]) -> Result<String> {
+fn job_script(job: &Path, cwd: &Path, runs: &[TestRun], lanes: usize) -> Result<String> {
     let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut s = String::new();
     writeln!(s, "# Made by `cargo xtask test` for one VM run.")?;
@@ -223,22 +226,36 @@ fn job_script(job: &Path, cwd: &Path, runs: &[TestRun]) -> Result<String> {
     writeln!(s, "  modprobe -q $m || echo \"fw-vm: module $m is not available\"")?;
     writeln!(s, "done")?;
     writeln!(s, "cd {} || exit 1", q(&cwd.display().to_string()))?;
-    for r in runs {
-        let mut line = String::new();
+    // Suites run in `lanes` parallel lanes, heaviest first into the
+    // lightest lane: most suites here are a test or two, which would leave
+    // all but one CPU idle.
+    let mut order: Vec<&TestRun> = runs.iter().collect();
+    order.sort_by_key(|r| std::cmp::Reverse(r.weight));
+    let mut lanes: Vec<(u32, String)> = vec![(0, String::new()); lanes.max(1)];
+    for r in order {
+        let lane = lanes.iter_mut().min_by_key(|(w, _)| *w).expect("one lane");
+        lane.0 += r.weight;
+        let mut cmd = String::new();
         for (k, v) in &r.env {
-            write!(line, "{k}={} ", q(v))?;
+            write!(cmd, "{k}={} ", q(v))?;
         }
-        write!(line, "{}", q(&r.exe.display().to_string()))?;
+        write!(cmd, "{}", q(&r.exe.display().to_string()))?;
         for a in &r.args {
-            write!(line, " {}", q(a))?;
+            write!(cmd, " {}", q(a))?;
         }
-        writeln!(s, "echo \"fw-vm: running {}\"", r.name)?;
+        writeln!(lane.1, "  echo \"fw-vm: running {}\"", r.name)?;
         writeln!(
-            s,
-            "{{ {line}; echo $? >\"$job/{name}.rc\"; }} 2>&1 | tee \"$job/{name}.log\"",
+            lane.1,
+            "  {{ {cmd}; echo $? >\"$job/{name}.rc\"; }} >\"$job/{name}.log\" 2>&1",
             name = r.name
         )?;
+        writeln!(lane.1, "  echo \"fw-vm: {} done\"; cat \"$job/{}.log\"", r.name, r.name)?;
     }
+    for (i, (_, body)) in lanes.iter().enumerate() {
+        writeln!(s, "lane{i}() {{\n  :\n{body}}}")?;
+        writeln!(s, "lane{i} &")?;
+    }
+    writeln!(s, "wait")?;
     Ok(s)
 }
 
@@ -302,7 +319,7 @@ pub fn run(kernel: &Kernel, runs: &[TestRun], opts: &Options) -> Result<Outcome>
     let initrd = dir.join("initramfs.cpio");
     fs::write(&initrd, initramfs(kernel)?)
         .with_context(|| format!("writing {}", initrd.display()))?;
-    fs::write(job.join("run.sh"), job_script(&job, &opts.cwd, runs)?)?;
+    fs::write(job.join("run.sh"), job_script(&job, &opts.cwd, runs, opts.cpus as usize)?)?;
 
     let kvm = kvm_works(kernel);
     say(
@@ -454,12 +471,15 @@ mod tests {
                 exe: "/w/target/debug/deps/netns_examples-0123".into(),
                 args: vec!["it's".into()],
                 env: vec![("FW_TEST_BACKEND".into(), "iptables".into())],
+                weight: 1,
             }],
+            2,
         )
         .unwrap();
         assert!(s.contains(
             "{ FW_TEST_BACKEND='iptables' '/w/target/debug/deps/netns_examples-0123' 'it'\\''s'; \
-             echo $? >\"$job/netns_examples-iptables.rc\"; } 2>&1 | tee \"$job/netns_examples-iptables.log\""
+             echo $? >\"$job/netns_examples-iptables.rc\"; } >\"$job/netns_examples-iptables.log\" 2>&1"
         ));
+        assert!(s.contains("lane0 &\n") && s.contains("lane1 &\n") && s.ends_with("wait\n"));
     }
 }
