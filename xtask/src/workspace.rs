@@ -387,7 +387,9 @@ fn run_tests(
     backend: Option<&str>,
     totals: &mut Totals,
 ) -> Result<bool> {
-    let mut cmd = cargo(&["test"]);
+    // --no-fail-fast: one failing suite must not hide the results of the
+    // others.
+    let mut cmd = cargo(&["test", "--no-fail-fast"]);
     cmd.args(args)
         .args(extra)
         .env("FW_USER_BIN", fw_user_path(false));

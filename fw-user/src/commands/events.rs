@@ -10,16 +10,16 @@ pub fn run(layout: &PinLayout, output: EventOutput) -> Result<()> {
     if !crate::backend::iptables::is_active(layout) {
         xdp::open_loaded(layout)?;
     }
-    println!(
-        "fw: following log events of the firewall at {} (Ctrl-C leaves)",
-        layout.root.display()
-    );
     foreground::run(
         layout,
         &Jobs {
             sweep: false,
             events: Some((output, true)),
             metrics: None,
+            announce: Some(format!(
+                "fw: following log events of the firewall at {} (Ctrl-C leaves)",
+                layout.root.display()
+            )),
         },
     )
 }

@@ -45,6 +45,10 @@ pub struct Jobs {
     /// the loop goes on without events and says why.
     pub events: Option<(EventOutput, bool)>,
     pub metrics: Option<SocketAddr>,
+    /// Printed once events can no longer be missed: after the NFLOG group
+    /// is bound (the kernel drops what nobody is bound to); the ring buffer
+    /// keeps what comes before its reader.
+    pub announce: Option<String>,
 }
 
 /// Run `jobs` for the firewall at `layout` until interrupted.
@@ -64,6 +68,9 @@ pub fn run(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
         println!("fw: serving Prometheus metrics at http://{addr}/metrics");
     }
     let follower = follower(layout, jobs)?;
+    if let Some(msg) = &jobs.announce {
+        println!("{msg}");
+    }
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
@@ -168,6 +175,9 @@ fn run_iptables(layout: &PinLayout, jobs: &Jobs) -> Result<()> {
                 }
             })
             .map_err(|e| Error::io("cannot start the NFLOG reader", e))?;
+    }
+    if let Some(msg) = &jobs.announce {
+        println!("{msg}");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

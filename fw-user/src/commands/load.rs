@@ -132,6 +132,7 @@ pub fn run(req: Request<'_>) -> Result<()> {
                 sweep: false,
                 events: follow.events.clone().map(|o| (o, false)),
                 metrics: None,
+                announce: None,
             },
         );
     }
@@ -149,6 +150,7 @@ pub fn run(req: Request<'_>) -> Result<()> {
             sweep: true,
             events: follow.events.clone().map(|o| (o, false)),
             metrics: follow.metrics,
+            announce: None,
         },
     )
 }

@@ -15,6 +15,7 @@ pub fn run(layout: &PinLayout, listen: SocketAddr) -> Result<()> {
             sweep: false,
             events: None,
             metrics: Some(listen),
+            announce: None,
         },
     )
 }
