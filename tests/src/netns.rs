@@ -611,29 +611,11 @@ impl EchoServer {
             let mut conns: Vec<thread::JoinHandle<()>> = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut stream, _)) => {
+                    Ok((stream, _)) => {
                         let s2 = s.clone();
                         conns.push(thread::spawn(move || {
-                            stream
-                                .set_read_timeout(Some(Duration::from_millis(100)))
-                                .unwrap();
-                            let mut buf = [0u8; 4096];
-                            while !s2.load(Ordering::Relaxed) {
-                                match stream.read(&mut buf) {
-                                    Ok(0) => break,
-                                    Ok(n) => {
-                                        if stream.write_all(&buf[..n]).is_err() {
-                                            break;
-                                        }
-                                    }
-                                    Err(e)
-                                        if matches!(
-                                            e.kind(),
-                                            std::io::ErrorKind::WouldBlock
-                                                | std::io::ErrorKind::TimedOut
-                                        ) => {}
-                                    Err(_) => break,
-                                }
+                            if let Ok(out) = stream.try_clone() {
+                                pump(stream, out, &s2);
                             }
                         }));
                     }
@@ -701,6 +683,31 @@ fn echo(mut s: TcpStream, timeout: Duration) -> Connect {
         Ok(()) => Connect::Other("wrong echo".into()),
         Err(e) => Connect::Other(format!("read: {e}")),
     }
+}
+
+/// Copy `from` to `to` until either end closes or `stop` is set, then
+/// close `to` for writing. An echo pumps a connection into itself; a
+/// relay pumps each way.
+pub fn pump(mut from: TcpStream, mut to: TcpStream, stop: &AtomicBool) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 /// From inside `ns`, connect to `to`, send a message and read the echo.

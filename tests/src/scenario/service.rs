@@ -4,7 +4,6 @@
 //! stop when dropped.
 
 use std::{
-    io::{Read as _, Write as _},
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         Arc,
@@ -16,7 +15,7 @@ use std::{
 };
 
 use super::spec::{Proxy, Service};
-use crate::netns::Netns;
+use crate::netns::{Netns, pump};
 
 /// How long a proxy waits for one backend before trying the next.
 const BACKEND_CONNECT: Duration = Duration::from_millis(500);
@@ -139,24 +138,9 @@ fn serve_tcp(
     }
 }
 
-fn echo_tcp(mut stream: TcpStream, stop: &AtomicBool) {
-    let _ = stream.set_read_timeout(Some(TICK));
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if stream.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
+fn echo_tcp(stream: TcpStream, stop: &AtomicBool) {
+    if let Ok(out) = stream.try_clone() {
+        pump(stream, out, stop);
     }
 }
 
@@ -189,27 +173,4 @@ fn relay(client: TcpStream, backends: &[SocketAddr], next: &AtomicUsize, stop: &
     let back = thread::spawn(move || pump(u2, c2, &s));
     pump(client, upstream, stop);
     let _ = back.join();
-}
-
-/// Copy `from` to `to` until either end closes or the services stop.
-fn pump(mut from: TcpStream, mut to: TcpStream, stop: &AtomicBool) {
-    let _ = from.set_read_timeout(Some(TICK));
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
 }
