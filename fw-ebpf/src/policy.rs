@@ -16,8 +16,8 @@ use fw_common::{
 use crate::report::LogTrail;
 
 use crate::maps::{
-    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES,
-    FW_SCRATCH, FW_SRC, FW_TABLES,
+    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES, FW_SCRATCH, FW_SRC,
+    FW_TABLES,
 };
 
 /// The policy generation in force and the clock, read once per packet so a

@@ -642,7 +642,15 @@ extern "C" fn quote_step<F: Frame>(index: u64, q: *mut c_void) -> i64 {
     // SAFETY: as above, the same bytes.
     let bytes = unsafe { &mut *buf.cast::<[u8; CHUNK]>() };
     // SAFETY: `ctx` is this program's context, of the kind `F` reads.
-    if unsafe { F::load(q.ctx, q.off + at as u32, bytes.as_mut_ptr().cast(), n as u32) } != 0 {
+    if unsafe {
+        F::load(
+            q.ctx,
+            q.off + at as u32,
+            bytes.as_mut_ptr().cast(),
+            n as u32,
+        )
+    } != 0
+    {
         q.failed = 1;
         return 1;
     }
@@ -651,7 +659,12 @@ extern "C" fn quote_step<F: Frame>(index: u64, q: *mut c_void) -> i64 {
     let mut sum = q.sum;
     for pair in bytes.chunks_exact(2) {
         // SAFETY: reads of the slot above.
-        let (hi, lo) = unsafe { (core::ptr::read_volatile(&pair[0]), core::ptr::read_volatile(&pair[1])) };
+        let (hi, lo) = unsafe {
+            (
+                core::ptr::read_volatile(&pair[0]),
+                core::ptr::read_volatile(&pair[1]),
+            )
+        };
         sum += (u32::from(hi) << 8) | u32::from(lo);
     }
     q.sum = sum;

@@ -39,7 +39,9 @@ impl Spec {
             return Ok(Self::Image(path));
         }
         let series = s.strip_prefix("debian-").unwrap_or(s);
-        let numeric = series.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let numeric = series
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         if numeric && series.contains('.') {
             return Ok(Self::Debian(series.to_string()));
         }
@@ -90,7 +92,9 @@ fn say(msg: &str) {
 }
 
 fn stdout_of(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot start {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",
@@ -134,7 +138,8 @@ fn newest_image(series: &str, names: &str) -> Option<String> {
 /// Debian's newest image of `series`, downloaded and unpacked into the
 /// cache unless it is there already.
 pub fn debian(series: &str) -> Result<Kernel> {
-    let names = stdout_of(Command::new("apt-cache").args(["pkgnames", &format!("linux-image-{series}.")]))?;
+    let names =
+        stdout_of(Command::new("apt-cache").args(["pkgnames", &format!("linux-image-{series}.")]))?;
     let Some(pkg) = newest_image(series, &names) else {
         bail!(
             "no Debian package of kernel {series} for amd64 in the apt lists; \
@@ -162,7 +167,10 @@ pub fn debian(series: &str) -> Result<Kernel> {
 fn fetch(pkg: &str, release: &str, dir: &Path) -> Result<()> {
     let debs = cache_dir().join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    say(&format!("downloading {pkg} with apt-get download into {}", debs.display()));
+    say(&format!(
+        "downloading {pkg} with apt-get download into {}",
+        debs.display()
+    ));
     let status = Command::new("apt-get")
         .args(["download", "-q", pkg])
         .current_dir(&debs)
@@ -184,15 +192,27 @@ fn fetch(pkg: &str, release: &str, dir: &Path) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    say(&format!("unpacking {} into {}", deb.display(), dir.display()));
-    let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir).status()?;
+    say(&format!(
+        "unpacking {} into {}",
+        deb.display(),
+        dir.display()
+    ));
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(dir)
+        .status()?;
     if !status.success() {
         bail!("dpkg-deb -x {} failed ({status})", deb.display());
     }
     // The package ships no modules.dep (its postinst makes one); the
     // guest's modprobe needs it.
     say(&format!("depmod for {release}"));
-    let status = Command::new("depmod").arg("-b").arg(dir).arg(release).status()?;
+    let status = Command::new("depmod")
+        .arg("-b")
+        .arg(dir)
+        .arg(release)
+        .status()?;
     if !status.success() {
         bail!("depmod -b {} {release} failed ({status})", dir.display());
     }
@@ -204,7 +224,10 @@ fn fetch(pkg: &str, release: &str, dir: &Path) -> Result<()> {
 /// (`vmlinuz-RELEASE`); modules are looked for beside it, as in an unpacked
 /// package (`../lib/modules/RELEASE`), then in `/lib/modules/RELEASE`.
 pub fn image(path: &Path) -> Kernel {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let release = name
         .strip_prefix("vmlinuz-")
         .or_else(|| name.strip_prefix("bzImage-"))
@@ -217,7 +240,9 @@ pub fn image(path: &Path) -> Kernel {
         }
         candidates.push(Path::new("/lib/modules").join(&release));
     }
-    let modules = candidates.into_iter().find(|d| d.join("modules.dep").exists());
+    let modules = candidates
+        .into_iter()
+        .find(|d| d.join("modules.dep").exists());
     if modules.is_none() {
         say(&format!(
             "{}: no modules found (looked for lib/modules/RELEASE beside it); \
@@ -227,7 +252,11 @@ pub fn image(path: &Path) -> Kernel {
     }
     Kernel {
         label: format!("image {}", path.display()),
-        release: if release.is_empty() { "unknown".into() } else { release },
+        release: if release.is_empty() {
+            "unknown".into()
+        } else {
+            release
+        },
         vmlinuz: path.to_path_buf(),
         modules,
     }
@@ -249,7 +278,10 @@ mod tests {
     fn specs() {
         assert_eq!(Spec::parse("host").unwrap(), Spec::Host);
         assert_eq!(Spec::parse("6.1").unwrap(), Spec::Debian("6.1".into()));
-        assert_eq!(Spec::parse("debian-6.12").unwrap(), Spec::Debian("6.12".into()));
+        assert_eq!(
+            Spec::parse("debian-6.12").unwrap(),
+            Spec::Debian("6.12".into())
+        );
         assert!(Spec::parse("6").is_err());
         assert!(Spec::parse("latest").is_err());
         assert!(Spec::parse("/nonexistent/vmlinuz").is_err());
@@ -261,7 +293,10 @@ mod tests {
                      linux-image-6.1.0-9-amd64\nlinux-image-6.1.0-56-cloud-amd64\n\
                      linux-image-6.1.0-56-rt-amd64\nlinux-image-6.1.0-56-amd64-dbg\n\
                      linux-image-6.1.0-56-amd64-unsigned\n";
-        assert_eq!(newest_image("6.1", names).as_deref(), Some("linux-image-6.1.0-56-amd64"));
+        assert_eq!(
+            newest_image("6.1", names).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
         let names = "linux-image-6.12-amd64\nlinux-image-6.12.107+deb12-amd64\n\
                      linux-image-6.12.117+deb12-amd64\nlinux-image-6.12.117+deb12-cloud-amd64\n";
         assert_eq!(

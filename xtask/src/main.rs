@@ -99,7 +99,11 @@ fn main() -> Result<()> {
                 vec![kernels::Spec::Host]
             } else if kernels.is_empty() {
                 std::iter::once(kernels::Spec::Host)
-                    .chain(kernels::DEBIAN_SERIES.iter().map(|s| kernels::Spec::Debian((*s).into())))
+                    .chain(
+                        kernels::DEBIAN_SERIES
+                            .iter()
+                            .map(|s| kernels::Spec::Debian((*s).into())),
+                    )
                     .collect()
             } else {
                 kernels

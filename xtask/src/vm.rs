@@ -147,7 +147,10 @@ fn load_order(deps: &[(String, String, Vec<String>)], wanted: &[&str]) -> Vec<St
 /// A module file as the kernel takes it: Debian compresses modules with xz
 /// since 6.x, and busybox's insmod does not unpack them.
 fn module_bytes(path: &Path) -> Result<Vec<u8>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
     let tool = match ext {
         "ko" => return fs::read(path).with_context(|| format!("reading {}", path.display())),
         "xz" => "xz",
@@ -177,7 +180,11 @@ fn initramfs(kernel: &Kernel) -> Result<Vec<u8>> {
         Ok(w.finish()?)
     }
     fn dir(out: Vec<u8>, name: &str) -> Result<Vec<u8>> {
-        Ok(Builder::new(name).mode(0o040_755).nlink(2).write(out, 0).finish()?)
+        Ok(Builder::new(name)
+            .mode(0o040_755)
+            .nlink(2)
+            .write(out, 0)
+            .finish()?)
     }
 
     let busybox = Path::new("/bin/busybox");
@@ -219,11 +226,17 @@ fn job_script(job: &Path, cwd: &Path, runs: &[TestRun], lanes: usize) -> Result<
     let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut s = String::new();
     writeln!(s, "# Made by `cargo xtask test` for one VM run.")?;
-    writeln!(s, "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?;
+    writeln!(
+        s,
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )?;
     writeln!(s, "export HOME=/root RUST_BACKTRACE=1")?;
     writeln!(s, "job={}", q(&job.display().to_string()))?;
     writeln!(s, "for m in {}; do", SUITE_MODULES.join(" "))?;
-    writeln!(s, "  modprobe -q $m || echo \"fw-vm: module $m is not available\"")?;
+    writeln!(
+        s,
+        "  modprobe -q $m || echo \"fw-vm: module $m is not available\""
+    )?;
     writeln!(s, "done")?;
     writeln!(s, "cd {} || exit 1", q(&cwd.display().to_string()))?;
     // Suites run in `lanes` parallel lanes, heaviest first into the
@@ -249,7 +262,11 @@ fn job_script(job: &Path, cwd: &Path, runs: &[TestRun], lanes: usize) -> Result<
             "  {{ {cmd}; echo $? >\"$job/{name}.rc\"; }} >\"$job/{name}.log\" 2>&1",
             name = r.name
         )?;
-        writeln!(lane.1, "  echo \"fw-vm: {} done\"; cat \"$job/{}.log\"", r.name, r.name)?;
+        writeln!(
+            lane.1,
+            "  echo \"fw-vm: {} done\"; cat \"$job/{}.log\"",
+            r.name, r.name
+        )?;
     }
     for (i, (_, body)) in lanes.iter().enumerate() {
         writeln!(s, "lane{i}() {{\n  :\n{body}}}")?;
@@ -275,12 +292,27 @@ fn probe_kvm(kernel: &Kernel) -> bool {
         Ok("tcg") => return false,
         _ => {}
     }
-    if fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return false;
     }
     let Ok(mut child) = Command::new("qemu-system-x86_64")
         .args(["-machine", "q35,accel=kvm", "-cpu", "host", "-m", "256"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot"])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-nic",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .args(["-append", "console=ttyS0 panic=-1"])
@@ -319,7 +351,10 @@ pub fn run(kernel: &Kernel, runs: &[TestRun], opts: &Options) -> Result<Outcome>
     let initrd = dir.join("initramfs.cpio");
     fs::write(&initrd, initramfs(kernel)?)
         .with_context(|| format!("writing {}", initrd.display()))?;
-    fs::write(job.join("run.sh"), job_script(&job, &opts.cwd, runs, opts.cpus as usize)?)?;
+    fs::write(
+        job.join("run.sh"),
+        job_script(&job, &opts.cwd, runs, opts.cpus as usize)?,
+    )?;
 
     let kvm = kvm_works(kernel);
     say(
@@ -327,19 +362,26 @@ pub fn run(kernel: &Kernel, runs: &[TestRun], opts: &Options) -> Result<Outcome>
         &format!(
             "booting {} ({}, {} CPUs, {} MiB; at most {} min)",
             kernel.vmlinuz.display(),
-            if kvm { "KVM" } else { "KVM does not work here: TCG emulation" },
+            if kvm {
+                "KVM"
+            } else {
+                "KVM does not work here: TCG emulation"
+            },
             opts.cpus,
             opts.memory_mib,
             opts.timeout.as_secs() / 60
         ),
     );
-    let mut child = qemu(kernel, &initrd, &job, kvm, opts)
-        .spawn()
-        .context("cannot start qemu-system-x86_64: install qemu-system-x86 (`cargo xtask setup` does)")?;
+    let mut child = qemu(kernel, &initrd, &job, kvm, opts).spawn().context(
+        "cannot start qemu-system-x86_64: install qemu-system-x86 (`cargo xtask setup` does)",
+    )?;
     stream_console(&mut child, kernel, opts.timeout)?;
     let status = child.wait()?;
     if !status.success() {
-        bail!("qemu for kernel {} exited with {status}; see its messages above", kernel.label);
+        bail!(
+            "qemu for kernel {} exited with {status}; see its messages above",
+            kernel.label
+        );
     }
 
     let mut logs = Vec::new();
@@ -364,35 +406,53 @@ fn qemu(kernel: &Kernel, initrd: &Path, job: &Path, kvm: bool, opts: &Options) -
         )
     };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", if kvm { "q35,accel=kvm" } else { "q35,accel=tcg" }])
-        .args(["-cpu", if kvm { "host" } else { "max" }])
-        .args(["-smp", &opts.cpus.to_string(), "-m", &opts.memory_mib.to_string()])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-        .args(["-nic", "none", "-no-reboot"])
-        .args(["-device", "virtio-rng-pci"])
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .args([
-            "-append",
-            &format!(
-                "console=ttyS0 panic=-1 loglevel=4 rdinit=/init fw.job={}",
-                job.display()
-            ),
-        ])
-        .args(["-virtfs", &share(Path::new("/"), "hostroot", true)])
-        .args(["-virtfs", &share(job, "job", false)]);
+    cmd.args([
+        "-machine",
+        if kvm {
+            "q35,accel=kvm"
+        } else {
+            "q35,accel=tcg"
+        },
+    ])
+    .args(["-cpu", if kvm { "host" } else { "max" }])
+    .args([
+        "-smp",
+        &opts.cpus.to_string(),
+        "-m",
+        &opts.memory_mib.to_string(),
+    ])
+    .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+    .args(["-nic", "none", "-no-reboot"])
+    .args(["-device", "virtio-rng-pci"])
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(initrd)
+    .args([
+        "-append",
+        &format!(
+            "console=ttyS0 panic=-1 loglevel=4 rdinit=/init fw.job={}",
+            job.display()
+        ),
+    ])
+    .args(["-virtfs", &share(Path::new("/"), "hostroot", true)])
+    .args(["-virtfs", &share(job, "job", false)]);
     if let Some(m) = &kernel.modules {
         cmd.args(["-virtfs", &share(m, "kmods", true)]);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
 /// Print the console and QEMU's own messages, each line prefixed with the
 /// kernel's release, until QEMU exits; kill it at the deadline.
-fn stream_console(child: &mut std::process::Child, kernel: &Kernel, timeout: Duration) -> Result<()> {
+fn stream_console(
+    child: &mut std::process::Child,
+    kernel: &Kernel,
+    timeout: Duration,
+) -> Result<()> {
     let label = kernel.release.as_str();
     // Lines from the console and from qemu's own errors, through one
     // channel so the deadline below can be checked between them.
@@ -404,7 +464,9 @@ fn stream_console(child: &mut std::process::Child, kernel: &Kernel, timeout: Dur
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -440,8 +502,16 @@ mod tests {
     #[test]
     fn dependencies_load_first() {
         let deps = vec![
-            ("9p".into(), "kernel/fs/9p/9p.ko.xz".into(), vec!["9pnet".into(), "netfs".into()]),
-            ("9pnet".into(), "kernel/net/9p/9pnet.ko.xz".into(), vec!["netfs".into()]),
+            (
+                "9p".into(),
+                "kernel/fs/9p/9p.ko.xz".into(),
+                vec!["9pnet".into(), "netfs".into()],
+            ),
+            (
+                "9pnet".into(),
+                "kernel/net/9p/9pnet.ko.xz".into(),
+                vec!["netfs".into()],
+            ),
             ("netfs".into(), "kernel/fs/netfs/netfs.ko.xz".into(), vec![]),
             (
                 "9pnet_virtio".into(),
@@ -458,7 +528,10 @@ mod tests {
                 "kernel/fs/9p/9p.ko.xz",
             ]
         );
-        assert_eq!(module_name("kernel/drivers/virtio/virtio-pci.ko"), "virtio_pci");
+        assert_eq!(
+            module_name("kernel/drivers/virtio/virtio-pci.ko"),
+            "virtio_pci"
+        );
     }
 
     #[test]

@@ -111,10 +111,22 @@ const VM_COMPAT: &[(&str, &[&str])] = &[
         ],
     ),
     ("verdict_conntrack", &["inbound_handshake_data_and_close"]),
-    ("verdict_related", &["errors_about_the_hosts_flows_are_related_on_ingress"]),
-    ("verdict_fragments", &["an_accepted_first_fragment_lets_its_datagram_through_both_ways"]),
-    ("verdict_match_fields", &["limit_matches_only_under_the_rate"]),
-    ("verdict_observability", &["the_log_rate_passes_the_burst_then_the_rate"]),
+    (
+        "verdict_related",
+        &["errors_about_the_hosts_flows_are_related_on_ingress"],
+    ),
+    (
+        "verdict_fragments",
+        &["an_accepted_first_fragment_lets_its_datagram_through_both_ways"],
+    ),
+    (
+        "verdict_match_fields",
+        &["limit_matches_only_under_the_rate"],
+    ),
+    (
+        "verdict_observability",
+        &["the_log_rate_passes_the_burst_then_the_rate"],
+    ),
     (
         "netns_traffic",
         &[
@@ -145,7 +157,13 @@ pub fn test(plan: &TestPlan) -> Result<()> {
         let ok = run_tests(
             // fw-ebpf builds only for BPF (fw-user builds it through
             // aya-build); fw-tests is the privileged suite.
-            &["--workspace", "--exclude", "fw-tests", "--exclude", "fw-ebpf"],
+            &[
+                "--workspace",
+                "--exclude",
+                "fw-tests",
+                "--exclude",
+                "fw-ebpf",
+            ],
             &plan.harness_args,
             None,
             &mut totals,
@@ -178,7 +196,11 @@ pub fn test(plan: &TestPlan) -> Result<()> {
             result.totals.passed,
             result.totals.failed,
             result.totals.ignored,
-            result.broke.as_deref().map(|b| format!(" ({b})")).unwrap_or_default()
+            result
+                .broke
+                .as_deref()
+                .map(|b| format!(" ({b})"))
+                .unwrap_or_default()
         );
         results.push(result);
     }
@@ -189,7 +211,10 @@ pub fn test(plan: &TestPlan) -> Result<()> {
 /// kernel, and one last line for the whole run.
 fn report(results: &[KernelResult]) -> Result<()> {
     println!();
-    println!("{:<40} {:>7} {:>7} {:>7}", "where", "passed", "failed", "skipped");
+    println!(
+        "{:<40} {:>7} {:>7} {:>7}",
+        "where", "passed", "failed", "skipped"
+    );
     let mut all = Totals::default();
     let mut bad = Vec::new();
     for r in results {
@@ -199,7 +224,10 @@ fn report(results: &[KernelResult]) -> Result<()> {
             r.totals.passed,
             r.totals.failed,
             r.totals.ignored,
-            r.broke.as_deref().map(|b| format!("  {b}")).unwrap_or_default()
+            r.broke
+                .as_deref()
+                .map(|b| format!("  {b}"))
+                .unwrap_or_default()
         );
         all.passed += r.totals.passed;
         all.failed += r.totals.failed;
@@ -258,7 +286,13 @@ fn wants_iptables_rerun(suites: &[String]) -> bool {
 
 /// Builds fw-tests' test binaries and names them: (target name, path).
 fn test_binaries(suites: &[String]) -> Result<Vec<(String, PathBuf)>> {
-    let mut cmd = cargo(&["test", "-p", "fw-tests", "--no-run", "--message-format=json-render-diagnostics"]);
+    let mut cmd = cargo(&[
+        "test",
+        "-p",
+        "fw-tests",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
     for s in suites {
         cmd.args(["--test", s]);
     }
@@ -275,7 +309,8 @@ fn test_binaries(suites: &[String]) -> Result<Vec<(String, PathBuf)>> {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let (Some(exe), Some(name)) = (msg["executable"].as_str(), msg["target"]["name"].as_str()) else {
+        let (Some(exe), Some(name)) = (msg["executable"].as_str(), msg["target"]["name"].as_str())
+        else {
             continue;
         };
         let is_bin = msg["target"]["kind"]
@@ -292,7 +327,11 @@ fn test_binaries(suites: &[String]) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The privileged suite inside a VM on `kernel`.
-fn vm_suite(kernel: &crate::kernels::Kernel, bins: &[(String, PathBuf)], plan: &TestPlan) -> KernelResult {
+fn vm_suite(
+    kernel: &crate::kernels::Kernel,
+    bins: &[(String, PathBuf)],
+    plan: &TestPlan,
+) -> KernelResult {
     let fw_user = fw_user_path(false).display().to_string();
     let compat = match plan.vm_suite {
         VmSuite::All => false,
@@ -328,7 +367,8 @@ fn vm_suite(kernel: &crate::kernels::Kernel, bins: &[(String, PathBuf)], plan: &
             runs.len()
         );
     }
-    if !compat && wants_iptables_rerun(&plan.suites)
+    if !compat
+        && wants_iptables_rerun(&plan.suites)
         && let Some((_, exe)) = bins.iter().find(|(n, _)| n == "netns_examples")
     {
         runs.push(crate::vm::TestRun {
@@ -342,7 +382,8 @@ fn vm_suite(kernel: &crate::kernels::Kernel, bins: &[(String, PathBuf)], plan: &
             weight: 10,
         });
     }
-    let cpus = std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2).min(4));
+    let cpus = std::thread::available_parallelism()
+        .map_or(2, |n| u32::try_from(n.get()).unwrap_or(2).min(4));
     let opts = crate::vm::Options {
         cpus,
         memory_mib: 4096,

@@ -18,15 +18,7 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         Some(*names.entry(n.to_string()).or_insert(next))
     };
     let _ = policy::compile(&policy, &name, &any_interface)?;
-    println!(
-        "{name}: ok ({} input, {} output, {} forward rules; defaults: input {}, output {}, forward {})",
-        policy.input.len(),
-        policy.output.len(),
-        policy.forward.len(),
-        policy.defaults.input,
-        policy.defaults.output,
-        policy.defaults.forward,
-    );
+    println!("{name}: ok ({})", super::load::summary(&policy));
     // Where the policy would go on this host: not an error of the policy.
     let release = kernel::running_release();
     let how = if nix::unistd::geteuid().is_root() {

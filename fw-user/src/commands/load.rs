@@ -163,8 +163,9 @@ fn loaded_or_replaced(fresh: bool) -> &'static str {
     }
 }
 
-/// Rule counts and defaults, as both backends report a load.
-fn summary(policy: &Policy) -> String {
+/// Rule counts and defaults, as both backends report a load and `check`
+/// reports a policy.
+pub(super) fn summary(policy: &Policy) -> String {
     format!(
         "{} input, {} output, {} forward rules; defaults: input {}, output {}, forward {}",
         policy.input.len(),
