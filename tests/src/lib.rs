@@ -16,6 +16,7 @@
 //!
 //! Tests panic on failure (no `Result`) so backtraces point at the cause.
 
+pub mod bench;
 pub mod datapath;
 pub mod diff;
 pub mod fwcli;

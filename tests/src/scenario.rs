@@ -7,11 +7,11 @@
 //! real `fw-user`, sends every probe and returns a `Report` of everything
 //! that differs. The format is described in `docs/scenarios.md`.
 
-mod generate;
+pub(crate) mod generate;
 mod probe;
 mod report;
 mod service;
-mod spec;
+pub(crate) mod spec;
 
 use std::{
     collections::{BTreeMap, HashMap},
