@@ -133,6 +133,35 @@ impl Datapath {
             .expect("prune FW_RULE_STATS");
     }
 
+    /// Install the policy file at `path` as `fw-user load` reads it (set
+    /// files resolved beside it). A policy the compiler refuses is returned
+    /// as its message, not a panic: the bench records it and goes on.
+    ///
+    /// # Errors
+    /// The policy does not parse or compile.
+    pub fn install_file(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let p = policy::parse_file(&text, path).map_err(|e| e.to_string())?;
+        let file = path.display().to_string();
+        let compiled = policy::compile(&p, &file, &test_ifindex).map_err(|e| e.to_string())?;
+        self.maps.install(&compiled).map_err(|e| e.to_string())?;
+        self.maps
+            .prune_rule_stats(&compiled)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The XDP ingress program, for callers that drive `BPF_PROG_TEST_RUN`
+    /// themselves (the bench: `repeat`, no counter snapshots).
+    #[must_use]
+    pub fn ingress_program(&self) -> &Xdp {
+        self.ebpf
+            .program(maps::PROG_INGRESS)
+            .expect("the ingress program")
+            .try_into()
+            .expect("an XDP program")
+    }
+
     /// Move the datapath clock forward by `secs` (timeouts).
     pub fn advance_clock(&mut self, secs: u64) {
         let cfg = self.maps.config().unwrap();
