@@ -5,6 +5,7 @@
 //! The xtask must not depend on fw-user: building that needs bpf-linker,
 //! which is what `setup` installs.
 
+mod bench;
 mod kernels;
 mod setup;
 mod vm;
@@ -68,6 +69,25 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure fw beside iptables, nftables, ipset, xdp-filter and bare XDP
+    /// programs (needs root; everything runs in namespaces it creates):
+    /// builds fw-user and fw-bench in release, writes report.txt,
+    /// report.json and report.svg. See docs/performance.md.
+    Bench {
+        /// A smoke run (small sizes, short floods) that proves every arm
+        /// works; the default is the full run docs/performance.md records.
+        #[arg(long)]
+        quick: bool,
+        /// Only these sections (repeatable).
+        #[arg(long, value_name = "SECTION", value_parser = ["kernel", "traffic", "control"])]
+        only: Vec<String>,
+        /// Where the report goes (default: target/bench).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Print every figure as JSON on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the firewall working in a throwaway pair of network namespaces:
     /// load examples/web-server.toml there, probe it, print status, clean up.
     Demo,
@@ -117,6 +137,20 @@ fn main() -> Result<()> {
                 vm_timeout: std::time::Duration::from_secs(vm_timeout * 60),
                 vm_suite,
                 harness_args: args,
+            })
+        }
+        Command::Bench {
+            quick,
+            only,
+            out,
+            json,
+        } => {
+            setup::run()?;
+            bench::run(&bench::Options {
+                quick,
+                only,
+                out,
+                json,
             })
         }
         Command::Demo => {

@@ -26,6 +26,11 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "kmod",
     "xz-utils",
+    // `cargo xtask bench`'s peers and traffic: xdp-filter (and xdp-bench,
+    // xdp-trafficgen), ipset, trafgen.
+    "xdp-tools",
+    "ipset",
+    "netsniff-ng",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
