@@ -113,8 +113,10 @@ pub static FW_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// The loader creates the entries of a policy before switching to it and
 /// removes those no policy uses any more; the datapath only adds to them.
 #[map]
+// Not preallocated: room for every rule slot of both generations would be
+// megabytes per CPU, and only the loader creates entries.
 pub static FW_RULE_STATS: PerCpuHashMap<u64, CounterValue> =
-    PerCpuHashMap::with_max_entries(RULE_STATS_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(RULE_STATS_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Rule names and texts for the tools; never read here, declared so that
 /// it is created and pinned with the rest.
