@@ -5,6 +5,8 @@ pub const CONFIG: &str = "FW_CONFIG";
 pub const POLICY: &str = "FW_POLICY";
 pub const RULES: &str = "FW_RULES";
 pub const CLASSES: &str = "FW_CLASSES";
+/// The stored words of the class bitmaps (`policy::ClassEntry`).
+pub const WORDS: &str = "FW_WORDS";
 pub const TABLES: &str = "FW_TABLES";
 pub const SRC: &str = "FW_SRC";
 pub const DST: &str = "FW_DST";
@@ -36,11 +38,12 @@ pub const JUMP_XDP: &str = "FW_JUMP_XDP";
 pub const JUMP_TC: &str = "FW_JUMP_TC";
 
 /// Every map the loader pins, in a stable order.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 21] = [
     CONFIG,
     POLICY,
     RULES,
     CLASSES,
+    WORDS,
     TABLES,
     SRC,
     DST,

@@ -2,24 +2,40 @@
 //!
 //! Every rule of a chain is one bit. Each match field (source, destination,
 //! protocol, ports, interface, ICMP type, TCP flags, connection state) is
-//! looked up once and yields a *class*: an index into `FW_CLASSES`, whose
-//! entry is the bitmap of the rules that field value allows. `AND`ing the
-//! bitmaps leaves the rules that match on every field; the lowest set bit is
-//! the first matching rule. The cost depends on the bitmap width, not on how
-//! many rules or set entries there are.
+//! looked up once and yields a *class*: the bitmap of the rules that field
+//! value allows. `AND`ing the bitmaps leaves the rules that match on every
+//! field; the lowest set bit is the first matching rule.
+//!
+//! A chain holds up to `MAX_RULES` (16384) rules, so a bitmap is 256 words,
+//! but a class is stored sparsely: a `ClassEntry` has a *summary* with one
+//! bit per word that is not zero, and only those words are kept, in order,
+//! in the generation's word pool (`FW_WORDS`). The datapath `AND`s the nine
+//! summaries (4 words each) to find the words where every field allows some
+//! rule, lowest first, and only for those fetches and `AND`s the nine
+//! words. The cost depends on how many such candidate words there are
+//! before the first match, not on how many rules or set entries the policy
+//! has: a 10 000-rule policy whose rules differ in address or port costs
+//! what a 10-rule one does.
 //!
 //! Everything is double-buffered: generation `FwConfig::active_gen` is in
 //! force, the other one is written by a reload and then switched in.
 
-/// Rules per chain. Bits of a `RuleBitmap`.
-pub const MAX_RULES: usize = 1024;
+/// Rules per chain (bits of a class bitmap), and rules per generation:
+/// the three chains share one pool of rule slots (`ChainHeader::rule_base`).
+pub const MAX_RULES: usize = 16_384;
 /// `MAX_RULES` as the datapath indexes it.
-pub const MAX_RULES_U32: u32 = 1024;
+pub const MAX_RULES_U32: u32 = 16_384;
 const _: () = assert!(MAX_RULES_U32 as usize == MAX_RULES);
-/// 64-bit words in a `RuleBitmap`.
+/// 64-bit words of a full class bitmap.
 pub const BITMAP_WORDS: usize = MAX_RULES / 64;
-/// Distinct bitmaps (classes) per chain and generation.
-pub const MAX_CLASSES: u32 = 4096;
+/// Words of a class summary: one bit per bitmap word.
+pub const SUMMARY_WORDS: usize = BITMAP_WORDS / 64;
+const _: () = assert!(SUMMARY_WORDS == 4);
+/// Distinct class bitmaps per generation (all chains together; class ids
+/// are `u16`).
+pub const MAX_CLASSES: u32 = 32_768;
+/// Stored (non-zero) bitmap words per generation, all classes together.
+pub const MAX_WORDS: u32 = 262_144;
 /// Number of policy generations kept side by side.
 pub const GENERATIONS: u32 = 2;
 
@@ -49,28 +65,23 @@ impl Chain {
     }
 }
 
-/// One bit per rule of a chain; bit `i` is rule `i` (0-based, file order).
+/// One class (element of `FW_CLASSES`): which words of its bitmap are not
+/// zero, and where they are in the word pool. Word `w` (rules `64w` to
+/// `64w + 63`) is zero when bit `w` of the summary is clear; otherwise it is
+/// pool word `offset + rank[w / 64] + n` of the generation, where `n`
+/// counts the summary bits set below bit `w` in its summary word.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RuleBitmap {
-    pub words: [u64; BITMAP_WORDS],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClassEntry {
+    /// Bit `w`: word `w` of the bitmap is not zero.
+    pub summary: [u64; SUMMARY_WORDS],
+    /// Pool index (within the generation) of the class's first word.
+    pub offset: u32,
+    pub _pad: u32,
+    /// Stored words before summary word `i`.
+    pub rank: [u16; SUMMARY_WORDS],
 }
-const _: () = assert!(size_of::<RuleBitmap>() == 128);
-
-impl RuleBitmap {
-    pub const EMPTY: Self = Self {
-        words: [0; BITMAP_WORDS],
-    };
-
-    #[must_use]
-    pub const fn has(&self, rule: usize) -> bool {
-        self.words[rule / 64] & (1 << (rule % 64)) != 0
-    }
-
-    pub const fn set(&mut self, rule: usize) {
-        self.words[rule / 64] |= 1 << (rule % 64);
-    }
-}
+const _: () = assert!(size_of::<ClassEntry>() == 48);
 
 /// What a rule or default does.
 ///
@@ -204,7 +215,8 @@ pub struct ChainHeader {
     pub rule_count: u16,
     /// Class of an interface no rule names.
     pub iface_default_class: u16,
-    pub _pad: u16,
+    /// The chain's first slot in the generation's rule pool (`rule_index`).
+    pub rule_base: u16,
 }
 const _: () = assert!(size_of::<ChainHeader>() == 8);
 
@@ -250,7 +262,7 @@ impl PolicyHeader {
             default_reject_with: 0,
             rule_count: 0,
             iface_default_class: 0,
-            _pad: 0,
+            rule_base: 0,
         }; 3],
         established: StageAction::Accept as u8,
         invalid: StageAction::Drop as u8,
@@ -300,21 +312,37 @@ pub const fn table_slot(generation: u32, chain: Chain, slot: u32) -> (u32, u32) 
 }
 
 /// Entries of `FW_CLASSES`.
-pub const CLASS_ENTRIES: u32 = GENERATIONS * Chain::COUNT * MAX_CLASSES;
+pub const CLASS_ENTRIES: u32 = GENERATIONS * MAX_CLASSES;
 
-/// Index of `class` of (generation, chain) in `FW_CLASSES`.
+/// Index of `class` of `generation` in `FW_CLASSES`.
 #[must_use]
-pub const fn class_index(generation: u32, chain: Chain, class: u32) -> u32 {
-    (generation * Chain::COUNT + chain as u32) * MAX_CLASSES + (class % MAX_CLASSES)
+pub const fn class_index(generation: u32, class: u32) -> u32 {
+    (generation % GENERATIONS) * MAX_CLASSES + (class % MAX_CLASSES)
 }
 
-/// Entries of `FW_RULES`.
-pub const RULE_ENTRIES: u32 = GENERATIONS * Chain::COUNT * MAX_RULES_U32;
+/// Entries of `FW_WORDS`.
+pub const WORD_ENTRIES: u32 = GENERATIONS * MAX_WORDS;
 
-/// Index of rule `rule` of (generation, chain) in `FW_RULES`.
+/// Index of pool word `word` of `generation` in `FW_WORDS`.
 #[must_use]
-pub const fn rule_index(generation: u32, chain: Chain, rule: u32) -> u32 {
-    (generation * Chain::COUNT + chain as u32) * MAX_RULES_U32 + (rule % MAX_RULES_U32)
+pub const fn word_index(generation: u32, word: u32) -> u32 {
+    (generation % GENERATIONS) * MAX_WORDS + (word % MAX_WORDS)
+}
+
+/// Entries of `FW_RULES` (and of the other per-rule arrays).
+pub const RULE_ENTRIES: u32 = GENERATIONS * MAX_RULES_U32;
+
+/// Index in `FW_RULES` of rule `rule` (0-based) of the chain whose rules
+/// start at `base` (`ChainHeader::rule_base`) in `generation`.
+#[must_use]
+pub const fn rule_index(generation: u32, base: u16, rule: u32) -> u32 {
+    (generation % GENERATIONS) * MAX_RULES_U32 + (base as u32 + rule) % MAX_RULES_U32
+}
+
+/// The 0-based rule number within its chain of `FW_RULES` slot `slot`.
+#[must_use]
+pub const fn rule_number(slot: u32, base: u16) -> u32 {
+    (slot % MAX_RULES_U32).wrapping_sub(base as u32) % MAX_RULES_U32
 }
 
 /// Key of the address tries `FW_SRC` and `FW_DST` (`LpmTrie` data). The
@@ -354,7 +382,7 @@ pub const IFACE_MAX_ENTRIES: u32 = 4096;
 
 #[cfg(feature = "user")]
 mod pod {
-    unsafe impl aya::Pod for super::RuleBitmap {}
+    unsafe impl aya::Pod for super::ClassEntry {}
     unsafe impl aya::Pod for super::RuleMeta {}
     unsafe impl aya::Pod for super::PolicyHeader {}
     unsafe impl aya::Pod for super::AddrKey {}

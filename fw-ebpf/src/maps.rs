@@ -15,8 +15,8 @@ use fw_common::{
     events::{BUCKET_ENTRIES, LogStat, RING_BYTES, RULE_STATS_ENTRIES, RuleInfo},
     maps::{CONNTRACK_MAX_ENTRIES, FRAG_MAX_ENTRIES, JUMP_ENTRIES},
     policy::{
-        ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, GENERATIONS, IFACE_MAX_ENTRIES, IfaceKey,
-        PolicyHeader, RULE_ENTRIES, RuleBitmap, RuleMeta, TABLE_ENTRIES,
+        ADDR_TRIE_MAX_ENTRIES, AddrKey, CLASS_ENTRIES, ClassEntry, GENERATIONS, IFACE_MAX_ENTRIES,
+        IfaceKey, PolicyHeader, RULE_ENTRIES, RuleMeta, TABLE_ENTRIES, WORD_ENTRIES,
     },
 };
 
@@ -30,7 +30,10 @@ pub static FW_POLICY: Array<PolicyHeader> = Array::with_max_entries(GENERATIONS,
 pub static FW_RULES: Array<RuleMeta> = Array::with_max_entries(RULE_ENTRIES, 0);
 
 #[map]
-pub static FW_CLASSES: Array<RuleBitmap> = Array::with_max_entries(CLASS_ENTRIES, 0);
+pub static FW_CLASSES: Array<ClassEntry> = Array::with_max_entries(CLASS_ENTRIES, 0);
+
+#[map]
+pub static FW_WORDS: Array<u64> = Array::with_max_entries(WORD_ENTRIES, 0);
 
 #[map]
 pub static FW_TABLES: Array<[u16; 4]> = Array::with_max_entries(TABLE_ENTRIES, 0);
@@ -66,9 +69,20 @@ pub static FW_FRAGS: LruHashMap<FragKey, FragEntry> =
 pub static FW_COUNTERS: PerCpuArray<CounterValue> =
     PerCpuArray::with_max_entries(Counter::MAP_ENTRIES, 0);
 
-/// Scratch space for the classifier's bitmap (too big for the stack).
+/// Scratch space too big for the stack (route lookups, REJECT quotes).
 #[map]
-pub static FW_SCRATCH: PerCpuArray<RuleBitmap> = PerCpuArray::with_max_entries(1, 0);
+pub static FW_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// 128 bytes of per-CPU scratch.
+#[repr(C)]
+pub struct Scratch {
+    pub words: [u64; 16],
+}
+
+/// The classifier's search state (per CPU), shared by its `bpf_loop`
+/// steps. Kernel only.
+#[map]
+pub static FW_MATCH: PerCpuArray<crate::policy::MatchState> = PerCpuArray::with_max_entries(1, 0);
 
 /// The packet handed from the stateful stages to the rules (per CPU). Kernel
 /// only: never read by the loader.
@@ -99,8 +113,10 @@ pub static FW_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// The loader creates the entries of a policy before switching to it and
 /// removes those no policy uses any more; the datapath only adds to them.
 #[map]
+// Not preallocated: room for every rule slot of both generations would be
+// megabytes per CPU, and only the loader creates entries.
 pub static FW_RULE_STATS: PerCpuHashMap<u64, CounterValue> =
-    PerCpuHashMap::with_max_entries(RULE_STATS_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(RULE_STATS_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Rule names and texts for the tools; never read here, declared so that
 /// it is created and pinned with the rest.

@@ -1,23 +1,25 @@
 //! Classification of a packet against a chain of the compiled policy: one
 //! lookup per match field, each giving a class whose bitmap lists the rules
 //! that field value allows; the AND of the bitmaps, lowest bit first, is the
-//! first matching rule. See `fw_common::policy` for the layout.
+//! first matching rule. The bitmaps are sparse: the AND of the classes'
+//! summaries names the candidate words, and only those are fetched. See
+//! `fw_common::policy` for the layout.
 
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use fw_common::{
     config::FwConfig,
     family,
     policy::{
-        ADDR_KEY_HEADER_BITS, Action, AddrKey, BITMAP_WORDS, Chain, IfaceKey, PolicyHeader,
-        RuleBitmap, class_index, rule_index, table, table_slot,
+        ADDR_KEY_HEADER_BITS, Action, AddrKey, BITMAP_WORDS, Chain, IfaceKey, MAX_RULES_U32,
+        PolicyHeader, SUMMARY_WORDS, class_index, rule_index, table, table_slot, word_index,
     },
 };
 
 use crate::report::LogTrail;
 
 use crate::maps::{
-    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_LIMITS, FW_POLICY, FW_RULES, FW_SCRATCH, FW_SRC,
-    FW_TABLES,
+    FW_CLASSES, FW_CONFIG, FW_DST, FW_IFACES, FW_LIMITS, FW_MATCH, FW_POLICY, FW_RULES, FW_SRC,
+    FW_TABLES, FW_WORDS,
 };
 
 /// The policy generation in force and the clock, read once per packet so a
@@ -69,9 +71,9 @@ pub struct Decision {
     pub rule: u16,
 }
 
-/// `Log` rules are passed over (they log and continue); at most this many
-/// per packet, which bounds the search loop for the verifier.
-const MAX_MATCH_STEPS: usize = 8;
+/// `Log` rules (and rules over their `limit`) are passed over; at most
+/// this many per packet, which bounds the search.
+const MAX_PASSES: u32 = 8;
 
 /// Classify `q` against generation `generation` of the policy.
 #[inline(always)]
@@ -105,6 +107,7 @@ pub fn classify(generation: u32, q: &Query, now: u64, trail: &mut LogTrail) -> D
         chain,
         q,
         u32::from(chain_header.iface_default_class),
+        chain_header.rule_base,
         now,
         trail,
     ) {
@@ -147,10 +150,27 @@ fn addr_class(
         .copied()
 }
 
-#[inline(always)]
-fn bitmap(generation: u32, chain: Chain, class: u32) -> Option<&'static RuleBitmap> {
-    FW_CLASSES.get(class_index(generation, chain, class))
+/// The classifier's per-CPU search state (`FW_MATCH`): the nine classes
+/// looked up for the packet, the candidate words left, and the word being
+/// walked.
+#[repr(C)]
+pub struct MatchState {
+    /// `FW_CLASSES` indices, one per match field.
+    classes: [u32; FIELDS],
+    _pad: u32,
+    /// Bit `w`: word `w` may hold a matching rule (every field's summary
+    /// has it) and has not been walked yet.
+    candidates: [u64; SUMMARY_WORDS],
+    /// The rules of word `word_index` that match on every field and have
+    /// not been passed over yet.
+    word: u64,
+    word_index: u32,
+    /// Rules passed over (`log`, or over their `limit`).
+    passes: u32,
 }
+
+/// Match fields, each one class.
+const FIELDS: usize = 9;
 
 #[inline(always)]
 fn first_match(
@@ -158,6 +178,7 @@ fn first_match(
     c: Chain,
     q: &Query,
     iface_default: u32,
+    rule_base: u16,
     now: u64,
     trail: &mut LogTrail,
 ) -> Option<Decision> {
@@ -176,49 +197,39 @@ fn first_match(
     let iface_class = unsafe { FW_IFACES.get(iface_key) }
         .copied()
         .unwrap_or(iface_default);
-    let fields: [&RuleBitmap; 9] = [
-        bitmap(g, c, addr_class(&FW_SRC, g, c, q, &q.src)?)?,
-        bitmap(g, c, addr_class(&FW_DST, g, c, q, &q.dst)?)?,
-        bitmap(g, c, table_class(g, c, table::PROTO + u32::from(q.proto))?)?,
-        bitmap(g, c, table_class(g, c, table::SPORT + u32::from(q.sport))?)?,
-        bitmap(g, c, table_class(g, c, table::DPORT + u32::from(q.dport))?)?,
-        bitmap(
+    let st = FW_MATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot from a map lookup; nothing else uses it while
+    // this program runs on this CPU.
+    let st = unsafe { &mut *st };
+    st.classes = [
+        class_index(g, addr_class(&FW_SRC, g, c, q, &q.src)?),
+        class_index(g, addr_class(&FW_DST, g, c, q, &q.dst)?),
+        class_index(g, table_class(g, c, table::PROTO + u32::from(q.proto))?),
+        class_index(g, table_class(g, c, table::SPORT + u32::from(q.sport))?),
+        class_index(g, table_class(g, c, table::DPORT + u32::from(q.dport))?),
+        class_index(g, table_class(g, c, icmp_table + u32::from(q.icmp_type))?),
+        class_index(
             g,
-            c,
-            table_class(g, c, icmp_table + u32::from(q.icmp_type))?,
-        )?,
-        bitmap(
-            g,
-            c,
             table_class(g, c, table::TCP_FLAGS + u32::from(q.tcp_flags))?,
-        )?,
-        bitmap(
-            g,
-            c,
-            table_class(g, c, table::STATE + u32::from(q.state & 3))?,
-        )?,
-        bitmap(g, c, iface_class)?,
+        ),
+        class_index(g, table_class(g, c, table::STATE + u32::from(q.state & 3))?),
+        class_index(g, iface_class),
     ];
-    let acc = FW_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch slot from a map lookup; nothing else uses it
-    // while this program runs on this CPU.
-    let acc = unsafe { &mut *acc };
-    for w in 0..BITMAP_WORDS {
-        acc.words[w] = fields[0].words[w]
-            & fields[1].words[w]
-            & fields[2].words[w]
-            & fields[3].words[w]
-            & fields[4].words[w]
-            & fields[5].words[w]
-            & fields[6].words[w]
-            & fields[7].words[w]
-            & fields[8].words[w];
+    st.candidates = [u64::MAX; SUMMARY_WORDS];
+    for i in 0..FIELDS {
+        let entry = FW_CLASSES.get(st.classes[i])?;
+        for w in 0..SUMMARY_WORDS {
+            st.candidates[w] &= entry.summary[w];
+        }
     }
+    st.word = 0;
+    st.word_index = 0;
+    st.passes = 0;
     let mut search = Search {
         trail: core::ptr::from_mut(trail),
         now,
         generation: g,
-        chain: c as u32,
+        rule_base: u32::from(rule_base),
         rule: 0,
         action: 0,
         reject_with: 0,
@@ -230,7 +241,7 @@ fn first_match(
     // SAFETY: `match_step` is a BPF function taking `Search`, as given.
     unsafe {
         bpf_loop(
-            MAX_MATCH_STEPS as u32,
+            MAX_STEPS,
             (match_step as *const ()).cast_mut().cast::<c_void>(),
             core::ptr::from_mut(&mut search).cast(),
             0,
@@ -243,14 +254,17 @@ fn first_match(
     })
 }
 
+/// Steps of the search: one per candidate word, one per rule passed over.
+const MAX_STEPS: u32 = (BITMAP_WORDS + MAX_PASSES as usize + 1) as u32;
+
 /// What the match steps share, on the stack of `first_match`.
 #[repr(C)]
 struct Search {
     trail: *mut LogTrail,
     now: u64,
     generation: u32,
-    /// A `Chain`.
-    chain: u32,
+    /// `ChainHeader::rule_base`.
+    rule_base: u32,
     /// Out: the 1-based rule that decided; 0 while none has.
     rule: u32,
     action: u8,
@@ -259,8 +273,8 @@ struct Search {
 }
 
 /// One step of the search, called by `bpf_loop`: 1 stops it (a rule
-/// decided, or none is left), 0 goes on past a `log` rule or a rule over
-/// its limit.
+/// decided, or none is left), 0 goes on: to the next candidate word, or
+/// past a `log` rule or a rule over its limit.
 #[inline(never)]
 extern "C" fn match_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Search` that `first_match` handed `bpf_loop`.
@@ -271,22 +285,28 @@ extern "C" fn match_step(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// `Some(true)`: a rule decided (written into `s`); `Some(false)`: passed
-/// over one rule; `None`: no rule left.
+/// `Some(true)`: a rule decided (written into `s`); `Some(false)`: moved
+/// to a candidate word or passed over one rule; `None`: no rule left.
 #[inline(always)]
 fn step(s: &mut Search) -> Option<bool> {
     let g = s.generation & 1;
-    let c = match s.chain {
-        0 => Chain::Input,
-        1 => Chain::Output,
-        _ => Chain::Forward,
-    };
-    let acc = FW_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch slot from a map lookup, filled by
-    // `first_match`; nothing else uses it while this program runs here.
-    let acc = unsafe { &mut *acc };
-    let rule = lowest_bit(acc)? % fw_common::policy::MAX_RULES_U32;
-    let slot = rule_index(g, c, rule);
+    let st = FW_MATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot from a map lookup, filled by `first_match`;
+    // nothing else uses it while this program runs here.
+    let st = unsafe { &mut *st };
+    if st.word == 0 {
+        // The next candidate word: AND the nine fields' words there.
+        let w = take_lowest(&mut st.candidates)?;
+        let mut word = u64::MAX;
+        for i in 0..FIELDS {
+            word &= class_word(g, st.classes[i], w)?;
+        }
+        st.word = word;
+        st.word_index = w;
+        return Some(false);
+    }
+    let rule = (st.word_index * 64 + st.word.trailing_zeros()) % MAX_RULES_U32;
+    let slot = rule_index(g, s.rule_base as u16, rule);
     let meta = FW_RULES.get(slot)?;
     let action = Action::from_u8(meta.action);
     // A rule over its `limit` does not match: on to the next one.
@@ -303,9 +323,38 @@ fn step(s: &mut Search) -> Option<bool> {
         // SAFETY: `trail` points at the caller's per-CPU `LogTrail`.
         unsafe { (*s.trail).push(slot) };
     }
-    let w = (rule / 64) as usize % BITMAP_WORDS;
-    acc.words[w] &= !(1u64 << (rule % 64));
-    Some(false)
+    st.word &= st.word - 1;
+    st.passes += 1;
+    (st.passes < MAX_PASSES).then_some(false)
+}
+
+/// Word `w` of the bitmap of class `class` (an `FW_CLASSES` index).
+#[inline(always)]
+fn class_word(g: u32, class: u32, w: u32) -> Option<u64> {
+    let entry = FW_CLASSES.get(class)?;
+    let sw = (w / 64) as usize % SUMMARY_WORDS;
+    let bit = w % 64;
+    let summary = entry.summary[sw];
+    // Branch-free: the word at the rank the bit would have, masked to zero
+    // when the bit is clear, so the verifier sees one way through.
+    let present = 0u64.wrapping_sub((summary >> bit) & 1);
+    let below = summary & ((1u64 << bit) - 1);
+    let rank = u32::from(entry.rank[sw]) + below.count_ones();
+    let word = FW_WORDS.get(word_index(g, entry.offset + rank))?;
+    Some(*word & present)
+}
+
+/// Take the lowest set bit of `bits` (cleared), if any.
+#[inline(always)]
+fn take_lowest(bits: &mut [u64; SUMMARY_WORDS]) -> Option<u32> {
+    for w in 0..SUMMARY_WORDS {
+        let b = bits[w];
+        if b != 0 {
+            bits[w] = b & (b - 1);
+            return Some(w as u32 * 64 + b.trailing_zeros());
+        }
+    }
+    None
 }
 
 #[inline(always)]
@@ -318,16 +367,4 @@ fn take_token(slot: u32, meta: &fw_common::policy::RuleMeta, now: u64) -> bool {
         },
         None => false,
     }
-}
-
-/// Index of the lowest set bit of `b`, if any.
-#[inline(always)]
-fn lowest_bit(b: &RuleBitmap) -> Option<u32> {
-    for w in 0..BITMAP_WORDS {
-        let word = b.words[w];
-        if word != 0 {
-            return Some(w as u32 * 64 + word.trailing_zeros());
-        }
-    }
-    None
 }

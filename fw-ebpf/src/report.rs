@@ -14,7 +14,7 @@ use fw_common::{
     counters::{Counter, CounterValue},
     events::{Event, GLOBAL_BUCKET, LogStat, default_stats_id},
     policy::{
-        Chain, MAX_RULES_U32, PacketState, PolicyHeader, RULE_FLAG_LOG, RuleMeta, rule_index,
+        Chain, PacketState, PolicyHeader, RULE_FLAG_LOG, RuleMeta, rule_index, rule_number,
     },
 };
 
@@ -73,6 +73,7 @@ pub fn after_rules(dir: Direction, counter: Counter) {
     };
     let chain = chain_of(p.query.chain);
     let generation = p.generation & 1;
+    let base = header.chains.get(chain as usize).map_or(0, |c| c.rule_base);
     // SAFETY: a field of the per-CPU slot, written by the classifier.
     let rule = unsafe { core::ptr::read_volatile(&raw const p.rule) };
     // SAFETY: as above.
@@ -84,7 +85,7 @@ pub fn after_rules(dir: Direction, counter: Counter) {
         let slot = p.trail.slots[i];
         if let Some(meta) = FW_RULES.get(slot) {
             count(meta.id, p.bytes);
-            let number = (slot % MAX_RULES_U32) as u16 + 1;
+            let number = rule_number(slot, base) as u16 + 1;
             emit_for_rule(p, header, dir, reason, number, rule, meta, slot);
         }
     }
@@ -96,7 +97,7 @@ pub fn after_rules(dir: Direction, counter: Counter) {
         }
         return;
     }
-    let slot = rule_index(generation, chain, u32::from(rule) - 1);
+    let slot = rule_index(generation, base, u32::from(rule) - 1);
     let Some(meta) = FW_RULES.get(slot) else {
         return;
     };

@@ -131,10 +131,14 @@ impl<'a> Decoder<'a> {
         if rule == 0 {
             return None;
         }
+        // The header of the event's generation says where the chain's
+        // rules start; it stays until the reload after next.
+        let header = self.maps.policy.get(&u32::from(generation), 0).ok()?;
+        let base = header.chains[chain as usize].rule_base;
         self.maps
             .rule_info
             .get(
-                &rule_index(u32::from(generation), chain, u32::from(rule) - 1),
+                &rule_index(u32::from(generation), base, u32::from(rule) - 1),
                 0,
             )
             .ok()

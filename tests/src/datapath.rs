@@ -374,11 +374,12 @@ impl Datapath {
             .get(&generation, 0)
             .expect("FW_POLICY of the active generation");
         let count = header.chains[chain as usize].rule_count;
+        let base = header.chains[chain as usize].rule_base;
         (0..u32::from(count))
             .map(|i| {
                 self.maps
                     .rules
-                    .get(&rule_index(generation, chain, i), 0)
+                    .get(&rule_index(generation, base, i), 0)
                     .expect("FW_RULES entry of a rule")
                     .id
             })

@@ -192,3 +192,66 @@ fn egress_default_drop_still_answers_inbound_flows() {
         "reply of an accepted inbound flow"
     );
 }
+
+/// A chain of 10 000 rules (the sparse classifier): the first, last and
+/// middle rules decide, across bitmap words and summary words; a `log`
+/// rule ahead of them is passed over; a packet no rule takes falls to the
+/// default after all of them; and the output chain, whose rules follow the
+/// input chain's in the rule pool, still finds its own.
+#[test]
+fn ten_thousand_rules_first_match_at_every_depth() {
+    use std::fmt::Write as _;
+    if lacks_privileges() {
+        return;
+    }
+    let mut policy = String::from(
+        "[defaults]\ninput = \"drop\"\noutput = \"drop\"\n\
+         [[input]]\nproto = \"tcp\"\naction = \"log\"\n",
+    );
+    for i in 0..10_000u32 {
+        let action = if i % 2 == 0 { "accept" } else { "reject" };
+        let _ = write!(
+            policy,
+            "[[input]]\nproto = \"tcp\"\ndport = {}\naction = \"{action}\"\n",
+            20_000 + i
+        );
+    }
+    policy.push_str("[[output]]\nproto = \"udp\"\ndport = 53\naction = \"accept\"\n");
+    let mut dp = Datapath::with_policy(&policy);
+    let mut rows = Vec::new();
+    for i in [0u16, 1, 62, 63, 64, 4_094, 4_095, 4_096, 9_998, 9_999] {
+        let counter = if i % 2 == 0 {
+            Counter::AcceptRule
+        } else {
+            Counter::RejectRule
+        };
+        rows.push((format!("rule {}", i + 2), syn(false, 20_000 + i), counter));
+    }
+    rows.push(("no rule".into(), syn(false, 19_999), Counter::DropDefault));
+    rows.push(("past the last".into(), syn(false, 30_000), Counter::DropDefault));
+    let rows: Vec<(&str, Vec<u8>, Counter)> = rows
+        .iter()
+        .map(|(n, f, c)| (n.as_str(), f.clone(), *c))
+        .collect();
+    assert_table(&mut dp, Direction::Ingress, &rows);
+    let dns = frame(
+        false,
+        Way::Out,
+        Vlan::None,
+        L4::Udp {
+            sport: 40_000,
+            dport: 53,
+        },
+    );
+    assert_eq!(dp.egress(&dns).counter, Counter::AcceptRule);
+    let other = frame(
+        false,
+        Way::Out,
+        Vlan::None,
+        L4::Udp {
+            sport: 40_000,
+            dport: 54,
+        },
+    );
+    assert_eq!(dp.egress(&other).counter, Counter::DropDefault);
+}

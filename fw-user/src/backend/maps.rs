@@ -17,8 +17,8 @@ use fw_common::{
     events::RuleInfo,
     maps,
     policy::{
-        AddrKey, Chain, GENERATIONS, IfaceKey, PolicyHeader, RuleBitmap, RuleMeta, class_index,
-        rule_index, table, table_slot,
+        AddrKey, Chain, ClassEntry, GENERATIONS, IfaceKey, PolicyHeader, RuleMeta, class_index,
+        rule_index, table, table_slot, word_index,
     },
 };
 
@@ -34,7 +34,8 @@ pub struct FwMaps {
     pub config: Array<MapData, FwConfig>,
     pub policy: Array<MapData, PolicyHeader>,
     pub rules: Array<MapData, RuleMeta>,
-    pub classes: Array<MapData, RuleBitmap>,
+    pub classes: Array<MapData, ClassEntry>,
+    pub words: Array<MapData, u64>,
     pub tables: Array<MapData, [u16; 4]>,
     pub src: LpmTrie<MapData, AddrKey, u32>,
     pub dst: LpmTrie<MapData, AddrKey, u32>,
@@ -80,6 +81,7 @@ impl FwMaps {
             policy: typed(take(maps::POLICY)?, maps::POLICY)?,
             rules: typed(take(maps::RULES)?, maps::RULES)?,
             classes: typed(take(maps::CLASSES)?, maps::CLASSES)?,
+            words: typed(take(maps::WORDS)?, maps::WORDS)?,
             tables: typed(take(maps::TABLES)?, maps::TABLES)?,
             src: typed(take(maps::SRC)?, maps::SRC)?,
             dst: typed(take(maps::DST)?, maps::DST)?,
@@ -143,6 +145,7 @@ impl FwMaps {
             policy: typed(open(maps::POLICY)?, maps::POLICY)?,
             rules: typed(open(maps::RULES)?, maps::RULES)?,
             classes: typed(open(maps::CLASSES)?, maps::CLASSES)?,
+            words: typed(open(maps::WORDS)?, maps::WORDS)?,
             tables: typed(open(maps::TABLES)?, maps::TABLES)?,
             src: typed(open(maps::SRC)?, maps::SRC)?,
             dst: typed(open(maps::DST)?, maps::DST)?,
@@ -217,20 +220,25 @@ impl FwMaps {
             (cfg.active_gen + 1) % GENERATIONS
         };
         self.clear_generation(target)?;
+        // Arrays go in with batch updates, one syscall per few thousand
+        // elements.
+        super::batch::update_array(self.words.map(), word_index(target, 0), &compiled.words)
+            .map_err(|e| Error::io("cannot write `FW_WORDS`", e))?;
+        super::batch::update_array(
+            self.classes.map(),
+            class_index(target, 0),
+            &compiled.classes,
+        )
+        .map_err(|e| Error::io("cannot write `FW_CLASSES`", e))?;
         for chain in Chain::ALL {
             let t = &compiled.chains[chain as usize];
-            // Arrays go in with batch updates, one syscall per few thousand
-            // elements.
-            let rules_at = rule_index(target, chain, 0);
+            let rules_at = rule_index(target, compiled.rule_base(chain), 0);
             // Every rule of the new policy starts with a full `limit`.
             let fresh = vec![0u64; t.rules.len()];
             super::batch::update_array(self.limits.map(), rules_at, &fresh)
                 .map_err(|e| Error::io("cannot write `FW_LIMITS`", e))?;
             super::batch::update_array(self.rules.map(), rules_at, &t.rules)
                 .map_err(|e| Error::io("cannot write `FW_RULES`", e))?;
-            let classes_at = class_index(target, chain, 0);
-            super::batch::update_array(self.classes.map(), classes_at, &t.classes)
-                .map_err(|e| Error::io("cannot write `FW_CLASSES`", e))?;
             let lanes: Vec<[u16; 4]> = t
                 .table
                 .chunks_exact(4)

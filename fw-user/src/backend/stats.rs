@@ -13,7 +13,7 @@ use aya::maps::{IterableMap as _, PerCpuValues};
 use fw_common::{
     counters::CounterValue,
     events::{GLOBAL_BUCKET, LogStat, RuleInfo, default_stats_id},
-    policy::{Chain, rule_index},
+    policy::{Chain, ChainHeader, rule_index},
 };
 
 use super::maps::FwMaps;
@@ -50,7 +50,7 @@ impl FwMaps {
     ) -> Result<()> {
         for chain in Chain::ALL {
             let t = &compiled.chains[chain as usize];
-            let at = rule_index(target, chain, 0);
+            let at = rule_index(target, compiled.rule_base(chain), 0);
             super::batch::update_array(self.rule_info.map(), at, &t.infos)
                 .map_err(|e| Error::io("cannot write `FW_RULE_INFO`", e))?;
             let fresh = vec![0u64; t.rules.len()];
@@ -122,15 +122,16 @@ impl FwMaps {
         Ok(out)
     }
 
-    /// The descriptions of `count` rules of `chain` in `generation`.
+    /// The descriptions of the rules of the chain `chain` (its header) in
+    /// `generation`.
     ///
     /// # Errors
     /// The map could not be read.
-    pub fn rule_infos(&self, generation: u32, chain: Chain, count: u16) -> Result<Vec<RuleInfo>> {
-        (0..u32::from(count))
+    pub fn rule_infos(&self, generation: u32, chain: &ChainHeader) -> Result<Vec<RuleInfo>> {
+        (0..u32::from(chain.rule_count))
             .map(|i| {
                 self.rule_info
-                    .get(&rule_index(generation, chain, i), 0)
+                    .get(&rule_index(generation, chain.rule_base, i), 0)
                     .map_err(|e| Error::bpf("cannot read `FW_RULE_INFO`", e))
             })
             .collect()

@@ -122,13 +122,13 @@ fn chains(maps: &FwMaps, generation: u32, header: &PolicyHeader) -> Result<Vec<C
     let mut out = Vec::new();
     for chain in Chain::ALL {
         let ch = &header.chains[chain as usize];
-        let infos = maps.rule_infos(generation, chain, ch.rule_count)?;
+        let infos = maps.rule_infos(generation, ch)?;
         let mut rules = Vec::new();
         for (i, info) in infos.iter().enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             let meta = maps
                 .rules
-                .get(&rule_index(generation, chain, index), 0)
+                .get(&rule_index(generation, ch.rule_base, index), 0)
                 .map_err(|e| crate::error::Error::bpf("cannot read `FW_RULES`", e))?;
             let c = count(meta.id);
             let name = text(&info.name);

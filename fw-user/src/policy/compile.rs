@@ -1,9 +1,10 @@
 //! `Policy` → map contents for the bitmap classifier (see
 //! `fw_common::policy`). For every match field and every value the field can
 //! take, the compiler computes the bitmap of rules that value allows, and
-//! interns equal bitmaps into one class. Rule order lives in the bit
-//! positions, so the datapath needs one lookup per field whatever the rule
-//! count.
+//! interns equal bitmaps into one class (one numbering for the three
+//! chains). Rule order lives in the bit positions, so the datapath needs one
+//! lookup per field whatever the rule count. The classes are then stored
+//! sparsely: a summary of the words that are not zero, and those words.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -15,8 +16,9 @@ use fw_common::{
     events::{RuleInfo, default_stats_id},
     family, ipproto,
     policy::{
-        Action, AddrKey, BITMAP_WORDS, Chain, ChainHeader, MAX_CLASSES, PolicyHeader,
-        RULE_FLAG_LOG, RejectWith, RuleBitmap, RuleMeta, StageAction, table,
+        Action, AddrKey, BITMAP_WORDS, Chain, ChainHeader, ClassEntry, MAX_CLASSES, MAX_RULES,
+        MAX_WORDS, PolicyHeader, RULE_FLAG_LOG, RejectWith, RuleMeta, SUMMARY_WORDS, StageAction,
+        table,
     },
     rate::rate_params,
 };
@@ -58,8 +60,6 @@ pub struct ChainTables {
     pub rules: Vec<RuleMeta>,
     /// Names and texts of the rules, for the tools (same order).
     pub infos: Vec<RuleInfo>,
-    /// Class id → bitmap.
-    pub classes: Vec<RuleBitmap>,
     /// `table::SLOTS` class ids (ports, protocol, ICMP types, TCP flags, state).
     pub table: Vec<u16>,
     pub src: Vec<AddrEntry>,
@@ -73,6 +73,10 @@ pub struct ChainTables {
 pub struct CompiledPolicy {
     pub header: PolicyHeader,
     pub chains: [ChainTables; 3],
+    /// Class id → where its bitmap is (`FW_CLASSES`), for every chain.
+    pub classes: Vec<ClassEntry>,
+    /// The stored words of the class bitmaps (`FW_WORDS`).
+    pub words: Vec<u64>,
     /// `[conntrack] max_entries`: the capacity of each connection table.
     /// Not part of a generation: the maps are sized once, at first load.
     pub ct_max_entries: u32,
@@ -85,6 +89,27 @@ impl CompiledPolicy {
     #[must_use]
     pub fn table_class(&self, chain: Chain, slot: u32) -> u16 {
         self.chains[chain as usize].table[slot as usize]
+    }
+
+    /// Where `chain`'s rules start in the generation's rule slots.
+    #[must_use]
+    pub const fn rule_base(&self, chain: Chain) -> u16 {
+        self.header.chains[chain as usize].rule_base
+    }
+
+    /// The bitmap of class `class`, rebuilt from its sparse form.
+    #[must_use]
+    pub fn class_bitmap(&self, class: u16) -> Bits {
+        let e = &self.classes[usize::from(class)];
+        let mut b = Bits::empty(MAX_RULES);
+        let mut at = e.offset as usize;
+        for w in 0..BITMAP_WORDS {
+            if e.summary[w / 64] & (1 << (w % 64)) != 0 {
+                b.0[w] = self.words[at];
+                at += 1;
+            }
+        }
+        b
     }
 }
 
@@ -116,7 +141,21 @@ pub fn compile(
     (header.log_interval_ns, header.log_tolerance_ns) =
         rate_params(policy.log.rate.interval_ns, policy.log.rate.burst);
     put_text(&mut header.log_prefix, &policy.log.prefix);
+    let total: usize = Chain::ALL.iter().map(|&c| policy.rules(c).len()).sum();
+    if total > MAX_RULES {
+        return Err(PolicyError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "the policy has {total} rules; fw holds at most {MAX_RULES} in all chains together"
+            ),
+            hint: "merge rules that differ only in ports or addresses into lists or sets".into(),
+        });
+    }
+    let mut classes = Classes::new();
     let mut chains = Vec::new();
+    let mut rule_base = 0u16;
     for chain in Chain::ALL {
         let default = match chain {
             Chain::Input => policy.defaults.input,
@@ -125,7 +164,7 @@ pub fn compile(
         };
         let rules = policy.rules(chain);
         let (tables, iface_default) =
-            compile_chain(rules, chain, file, ifindex, &policy.log.prefix)?;
+            compile_chain(rules, chain, file, ifindex, &policy.log.prefix, &mut classes)?;
         let (action, with) = match default {
             Verdict::Accept => (Action::Accept, RejectWith::Auto),
             Verdict::Drop => (Action::Drop, RejectWith::Auto),
@@ -136,14 +175,30 @@ pub fn compile(
             default_reject_with: with as u8,
             rule_count: u16::try_from(rules.len()).unwrap_or(u16::MAX),
             iface_default_class: iface_default,
-            _pad: 0,
+            rule_base,
         };
+        rule_base += u16::try_from(rules.len()).expect("at most MAX_RULES rules");
         chains.push(tables);
     }
     let chains: [ChainTables; 3] = chains.try_into().expect("three chains");
+    let (classes, words) = encode(&classes.list);
+    if words.len() > MAX_WORDS as usize {
+        return Err(PolicyError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "the rules' match combinations need {} bitmap words; fw holds at most {MAX_WORDS}",
+                words.len()
+            ),
+            hint: "merge rules that differ only in ports or addresses into lists or sets".into(),
+        });
+    }
     Ok(CompiledPolicy {
         header,
         chains,
+        classes,
+        words,
         ct_max_entries: policy.conntrack.max_entries(),
         ct_max_entries_set: policy.conntrack.max_entries.is_some(),
     })
@@ -175,10 +230,42 @@ fn log_mask(log: &super::LogSettings) -> u32 {
     outcomes.iter().fold(0, |m, c| m | 1 << (*c as u32))
 }
 
-/// Interns bitmaps into class ids.
+/// A rule bitmap while compiling: bit `i` is rule `i` of a chain, one
+/// word per 64 rules of that chain (a whole `MAX_RULES` for
+/// `CompiledPolicy::class_bitmap`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    fn empty(rules: usize) -> Self {
+        Self(vec![0; rules.div_ceil(64).max(1)])
+    }
+
+    /// Rule `rule` is in the bitmap.
+    #[must_use]
+    pub fn has(&self, rule: usize) -> bool {
+        self.0.get(rule / 64).is_some_and(|w| w & (1 << (rule % 64)) != 0)
+    }
+
+    fn set(&mut self, rule: usize) {
+        self.0[rule / 64] |= 1 << (rule % 64);
+    }
+
+    fn clear(&mut self, rule: usize) {
+        self.0[rule / 64] &= !(1 << (rule % 64));
+    }
+
+    /// The words, as many as the chain needs.
+    #[must_use]
+    pub fn words(&self) -> &[u64] {
+        &self.0
+    }
+}
+
+/// Interns bitmaps into class ids, for all chains of a policy.
 struct Classes {
-    ids: HashMap<RuleBitmap, u16>,
-    list: Vec<RuleBitmap>,
+    ids: HashMap<Bits, u16>,
+    list: Vec<Bits>,
 }
 
 impl Classes {
@@ -189,7 +276,7 @@ impl Classes {
         }
     }
 
-    fn intern(&mut self, b: RuleBitmap) -> Option<u16> {
+    fn intern(&mut self, b: Bits) -> Option<u16> {
         if let Some(&id) = self.ids.get(&b) {
             return Some(id);
         }
@@ -197,39 +284,54 @@ impl Classes {
             return None;
         }
         let id = u16::try_from(self.list.len()).ok()?;
-        self.list.push(b);
+        self.list.push(b.clone());
         self.ids.insert(b, id);
         Some(id)
     }
 }
 
-fn or(a: &RuleBitmap, b: &RuleBitmap) -> RuleBitmap {
-    let mut r = *a;
-    for w in 0..BITMAP_WORDS {
-        r.words[w] |= b.words[w];
-    }
-    r
+/// The sparse form of `classes` (`fw_common::policy::ClassEntry`): entries
+/// and the word pool.
+fn encode(classes: &[Bits]) -> (Vec<ClassEntry>, Vec<u64>) {
+    let mut words = Vec::new();
+    let entries = classes
+        .iter()
+        .map(|b| {
+            let mut e = ClassEntry {
+                offset: u32::try_from(words.len()).unwrap_or(u32::MAX),
+                ..ClassEntry::default()
+            };
+            for sw in 0..SUMMARY_WORDS {
+                e.rank[sw] = u16::try_from(words.len() - e.offset as usize).unwrap_or(u16::MAX);
+                for w in sw * 64..(sw + 1) * 64 {
+                    let word = b.0.get(w).copied().unwrap_or(0);
+                    if word != 0 {
+                        e.summary[sw] |= 1 << (w % 64);
+                        words.push(word);
+                    }
+                }
+            }
+            e
+        })
+        .collect();
+    (entries, words)
 }
 
-fn and(a: &RuleBitmap, b: &RuleBitmap) -> RuleBitmap {
-    let mut r = *a;
-    for w in 0..BITMAP_WORDS {
-        r.words[w] &= b.words[w];
-    }
-    r
+fn or(a: &Bits, b: &Bits) -> Bits {
+    Bits(a.0.iter().zip(&b.0).map(|(x, y)| x | y).collect())
 }
 
-fn and_not(a: &RuleBitmap, b: &RuleBitmap) -> RuleBitmap {
-    let mut r = *a;
-    for w in 0..BITMAP_WORDS {
-        r.words[w] &= !b.words[w];
-    }
-    r
+fn and(a: &Bits, b: &Bits) -> Bits {
+    Bits(a.0.iter().zip(&b.0).map(|(x, y)| x & y).collect())
+}
+
+fn and_not(a: &Bits, b: &Bits) -> Bits {
+    Bits(a.0.iter().zip(&b.0).map(|(x, y)| x & !y).collect())
 }
 
 /// Bitmap of the rules for which `f` holds.
-fn rules_where(rules: &[Rule], f: impl Fn(&Rule) -> bool) -> RuleBitmap {
-    let mut b = RuleBitmap::EMPTY;
+fn rules_where(rules: &[Rule], f: impl Fn(&Rule) -> bool) -> Bits {
+    let mut b = Bits::empty(rules.len());
     for (i, r) in rules.iter().enumerate() {
         if f(r) {
             b.set(i);
@@ -320,19 +422,19 @@ fn compile_chain(
     file: &str,
     ifindex: &dyn Fn(&str) -> Option<u32>,
     log_prefix: &str,
+    classes: &mut Classes,
 ) -> Result<(ChainTables, u16), PolicyError> {
     let too_many = || PolicyError {
         file: file.to_string(),
         line: 1,
         column: 1,
         message: format!(
-            "the [[{}]] rules need more than {MAX_CLASSES} distinct match combinations",
+            "the rules need more than {MAX_CLASSES} distinct match combinations (reached in [[{}]])",
             chain.name()
         ),
         hint: "merge rules that differ only in ports or addresses into lists or sets".into(),
     };
-    let mut classes = Classes::new();
-    let mut intern = |b: RuleBitmap| classes.intern(b).ok_or_else(too_many);
+    let mut intern = |b: Bits| classes.intern(b).ok_or_else(too_many);
 
     let ids = rule_ids(chain, rules);
     let infos = rules
@@ -418,7 +520,7 @@ fn compile_chain(
     let dst = addr_field(rules, |r| r.dst.as_ref(), &mut intern)?;
 
     let any_iface = rules_where(rules, |r| r.iface.is_empty());
-    let iface_default = intern(any_iface)?;
+    let iface_default = intern(any_iface.clone())?;
     let names: BTreeSet<&str> = rules
         .iter()
         .flat_map(|r| r.iface.iter().map(String::as_str))
@@ -451,7 +553,6 @@ fn compile_chain(
         ChainTables {
             rules: metas,
             infos,
-            classes: classes.list,
             table: tbl,
             src,
             dst,
@@ -466,7 +567,7 @@ fn port_field(
     rules: &[Rule],
     pick: impl Fn(&Rule) -> &[PortRange],
     out: &mut [u16],
-    intern: &mut impl FnMut(RuleBitmap) -> Result<u16, PolicyError>,
+    intern: &mut impl FnMut(Bits) -> Result<u16, PolicyError>,
 ) -> Result<(), PolicyError> {
     let any = rules_where(rules, |r| pick(r).is_empty());
     // Sweep the port line: +1 where a rule's range starts, -1 past its end.
@@ -478,8 +579,8 @@ fn port_field(
         }
     }
     let mut depth = vec![0i32; rules.len()];
-    let mut current = any;
-    let mut class = intern(current)?;
+    let mut current = any.clone();
+    let mut class = intern(current.clone())?;
     for (port, slot) in out.iter_mut().enumerate() {
         if !events[port].is_empty() {
             for &(i, d) in &events[port] {
@@ -487,11 +588,11 @@ fn port_field(
                 if depth[i] > 0 {
                     current.set(i);
                 } else {
-                    current.words[i / 64] &= !(1 << (i % 64));
+                    current.clear(i);
                 }
             }
             current = or(&current, &any);
-            class = intern(current)?;
+            class = intern(current.clone())?;
         }
         *slot = class;
     }
@@ -515,7 +616,7 @@ fn net_bytes(net: &IpNet) -> (u8, [u8; 16]) {
 fn addr_field(
     rules: &[Rule],
     pick: impl Fn(&Rule) -> Option<&AddrMatch>,
-    intern: &mut impl FnMut(RuleBitmap) -> Result<u16, PolicyError>,
+    intern: &mut impl FnMut(Bits) -> Result<u16, PolicyError>,
 ) -> Result<Vec<AddrEntry>, PolicyError> {
     let mut entries = Vec::new();
     for v6 in [false, true] {
@@ -524,11 +625,14 @@ fn addr_field(
         let positive = rules_where(rules, |r| allows(r) && pick(r).is_some_and(|a| !a.negated));
         let negated = rules_where(rules, |r| allows(r) && pick(r).is_some_and(|a| a.negated));
         // Rules listing each prefix.
-        let mut direct: HashMap<IpNet, RuleBitmap> = HashMap::new();
+        let mut direct: HashMap<IpNet, Bits> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
             if let Some(a) = pick(r).filter(|_| allows(r)) {
                 for net in a.nets.iter().filter(|n| matches!(n, IpNet::V6(_)) == v6) {
-                    direct.entry(*net).or_insert(RuleBitmap::EMPTY).set(i);
+                    direct
+                        .entry(*net)
+                        .or_insert_with(|| Bits::empty(rules.len()))
+                        .set(i);
                 }
             }
         }
@@ -542,7 +646,7 @@ fn addr_field(
         prefixes.insert(root);
         for p in prefixes {
             // Every listed prefix containing p: p truncated to each length.
-            let mut covering = RuleBitmap::EMPTY;
+            let mut covering = Bits::empty(rules.len());
             for &len in lengths.iter().filter(|&&l| l <= p.prefix_len()) {
                 let q = IpNet::new(p.addr(), len).expect("valid length").trunc();
                 if let Some(b) = direct.get(&q) {

@@ -362,7 +362,7 @@ fn stages_and_actions() {
 fn too_many_rules_is_an_error() {
     let text = "[[input]]\naction = \"drop\"\n".repeat(MAX_RULES + 1);
     let e = err(&text);
-    assert!(e.contains("at most 1024"), "{e}");
+    assert!(e.contains("at most 16384"), "{e}");
 }
 
 #[test]
