@@ -347,10 +347,10 @@ fn class_word(g: u32, class: u32, w: u32) -> Option<u64> {
 /// Take the lowest set bit of `bits` (cleared), if any.
 #[inline(always)]
 fn take_lowest(bits: &mut [u64; SUMMARY_WORDS]) -> Option<u32> {
-    for w in 0..SUMMARY_WORDS {
-        let b = bits[w];
+    for (w, slot) in bits.iter_mut().enumerate() {
+        let b = *slot;
         if b != 0 {
-            bits[w] = b & (b - 1);
+            *slot = b & (b - 1);
             return Some(w as u32 * 64 + b.trailing_zeros());
         }
     }

@@ -13,9 +13,7 @@ use fw_common::{
     Direction,
     counters::{Counter, CounterValue},
     events::{Event, GLOBAL_BUCKET, LogStat, default_stats_id},
-    policy::{
-        Chain, PacketState, PolicyHeader, RULE_FLAG_LOG, RuleMeta, rule_index, rule_number,
-    },
+    policy::{Chain, PacketState, PolicyHeader, RULE_FLAG_LOG, RuleMeta, rule_index, rule_number},
 };
 
 use crate::{

@@ -228,7 +228,11 @@ fn ten_thousand_rules_first_match_at_every_depth() {
         rows.push((format!("rule {}", i + 2), syn(false, 20_000 + i), counter));
     }
     rows.push(("no rule".into(), syn(false, 19_999), Counter::DropDefault));
-    rows.push(("past the last".into(), syn(false, 30_000), Counter::DropDefault));
+    rows.push((
+        "past the last".into(),
+        syn(false, 30_000),
+        Counter::DropDefault,
+    ));
     let rows: Vec<(&str, Vec<u8>, Counter)> = rows
         .iter()
         .map(|(n, f, c)| (n.as_str(), f.clone(), *c))

@@ -163,8 +163,14 @@ pub fn compile(
             Chain::Forward => policy.defaults.forward,
         };
         let rules = policy.rules(chain);
-        let (tables, iface_default) =
-            compile_chain(rules, chain, file, ifindex, &policy.log.prefix, &mut classes)?;
+        let (tables, iface_default) = compile_chain(
+            rules,
+            chain,
+            file,
+            ifindex,
+            &policy.log.prefix,
+            &mut classes,
+        )?;
         let (action, with) = match default {
             Verdict::Accept => (Action::Accept, RejectWith::Auto),
             Verdict::Drop => (Action::Drop, RejectWith::Auto),
@@ -244,7 +250,9 @@ impl Bits {
     /// Rule `rule` is in the bitmap.
     #[must_use]
     pub fn has(&self, rule: usize) -> bool {
-        self.0.get(rule / 64).is_some_and(|w| w & (1 << (rule % 64)) != 0)
+        self.0
+            .get(rule / 64)
+            .is_some_and(|w| w & (1 << (rule % 64)) != 0)
     }
 
     fn set(&mut self, rule: usize) {

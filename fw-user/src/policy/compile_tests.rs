@@ -493,7 +493,11 @@ fn ten_thousand_rules_classify_like_walking_them() {
     for i in [0u32, 1, 63, 64, 4095, 4096, 9_998, 9_999] {
         let src = u8::try_from(1 + i % 250).unwrap();
         let port = u16::try_from(20_000 + i).unwrap();
-        for p2 in [pkt(src, port), pkt(src.wrapping_add(1), port), pkt(src, 19_999)] {
+        for p2 in [
+            pkt(src, port),
+            pkt(src.wrapping_add(1), port),
+            pkt(src, 19_999),
+        ] {
             assert_eq!(
                 classify(&c, Chain::Input, &p2),
                 oracle(&p.input, &p2),
@@ -504,7 +508,11 @@ fn ten_thousand_rules_classify_like_walking_them() {
     assert_eq!(classify(&c, Chain::Input, &pkt(250, 29_999)), Some(10_001));
     // The words stored are the ones that are not zero: far fewer than
     // classes times 157.
-    assert!(c.words.len() < 3 * c.classes.len(), "{} words", c.words.len());
+    assert!(
+        c.words.len() < 3 * c.classes.len(),
+        "{} words",
+        c.words.len()
+    );
 }
 
 #[test]
