@@ -638,7 +638,7 @@ fn addr_field(
             if let Some(a) = pick(r).filter(|_| allows(r)) {
                 for net in a.nets.iter().filter(|n| matches!(n, IpNet::V6(_)) == v6) {
                     direct
-                        .entry(*net)
+                        .entry(net.trunc())
                         .or_insert_with(|| Bits::empty(rules.len()))
                         .set(i);
                 }
@@ -649,17 +649,26 @@ fn addr_field(
         } else {
             "0.0.0.0/0".parse().expect("root")
         };
-        let lengths: BTreeSet<u8> = direct.keys().map(IpNet::prefix_len).collect();
-        let mut prefixes: BTreeSet<IpNet> = direct.keys().copied().collect();
-        prefixes.insert(root);
+        let mut prefixes: Vec<IpNet> = direct.keys().copied().collect();
+        prefixes.push(root);
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        // In address order, a prefix comes after every prefix containing
+        // it (shorter first at the same address), and listed prefixes are
+        // nested or disjoint: a stack of the chain of prefixes containing
+        // the current one carries what they cover, so a million prefixes
+        // take one pass instead of a lookup per prefix length.
+        let mut chain: Vec<(IpNet, Bits)> = Vec::new();
         for p in prefixes {
-            // Every listed prefix containing p: p truncated to each length.
-            let mut covering = Bits::empty(rules.len());
-            for &len in lengths.iter().filter(|&&l| l <= p.prefix_len()) {
-                let q = IpNet::new(p.addr(), len).expect("valid length").trunc();
-                if let Some(b) = direct.get(&q) {
-                    covering = or(&covering, b);
-                }
+            while chain.last().is_some_and(|(q, _)| !q.contains(&p)) {
+                chain.pop();
+            }
+            // Every listed prefix containing p: the chain's, and p itself.
+            let mut covering = chain
+                .last()
+                .map_or_else(|| Bits::empty(rules.len()), |(_, b)| b.clone());
+            if let Some(b) = direct.get(&p) {
+                covering = or(&covering, b);
             }
             let bits = or(
                 &or(&wild, &and(&covering, &positive)),
@@ -672,6 +681,7 @@ fn addr_field(
                 prefix_len: p.prefix_len(),
                 class: intern(bits)?,
             });
+            chain.push((p, covering));
         }
     }
     Ok(entries)

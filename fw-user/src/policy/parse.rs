@@ -198,9 +198,18 @@ struct Src<'a> {
     file: &'a str,
     text: &'a str,
     base: Option<&'a Path>,
+    /// Byte offset of the start of every line: a rule's line is a binary
+    /// search, where counting newlines from the top for every rule made a
+    /// 10 000-rule policy take seconds.
+    line_starts: Vec<usize>,
 }
 
 impl Src<'_> {
+    /// The 1-based line of byte `offset`.
+    fn line(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&start| start <= offset)
+    }
+
     fn err(&self, span: Range<usize>, message: impl Into<String>, hint: &str) -> PolicyError {
         PolicyError::at(self.file, self.text, span.start, message.into(), hint)
     }
@@ -229,7 +238,15 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     reason = "one step per top-level key, in file order"
 )]
 fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
-    let src = Src { file, text, base };
+    let line_starts = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let src = Src {
+        file,
+        text,
+        base,
+        line_starts,
+    };
     let raw: RawPolicy = toml::from_str(text).map_err(|e| {
         let start = e.span().map_or(0, |s| s.start);
         PolicyError::at(
@@ -592,7 +609,7 @@ fn rule(
     chain: &str,
     raw: Spanned<RawRule>,
 ) -> Result<Rule, PolicyError> {
-    let line = line_col(src.text, raw.span().start).0;
+    let line = src.line(raw.span().start);
     let rule_span = raw.span();
     let raw = raw.into_inner();
 
