@@ -855,16 +855,16 @@ fn the_log_rate_passes_the_burst_then_the_rate() {
     if lacks_privileges() {
         return;
     }
-    // One event per 6 s, 3 at once. The rule program reads the clock per
-    // packet, so real time passes during a flood too; per-minute rates
-    // keep that (milliseconds) far below one interval, so the counts are
-    // exact.
+    // One event per 2.4 hours, 3 at once. The rule program reads the
+    // clock per packet, so real time passes during the test too: under
+    // emulation (TCG) minutes of it. A per-day rate keeps that far below
+    // one interval, so the counts are exact.
     let mut dp = Datapath::with_policy(
         r#"
 [defaults]
 input = "accept"
 [log]
-rate = "10/minute"
+rate = "10/day"
 burst = 3
 [[input]]
 proto = "tcp"
@@ -877,21 +877,21 @@ log = true
     flood(&mut dp, 23, 50);
     assert_eq!(log_delta(&mut dp, start), (3, 47), "a flood at one instant");
 
-    // A minute of flood, 5 packets a second: the rate, 10, passes. (A jump
-    // of the clock refills the limiter only to its burst, so the minute
-    // is walked a second at a time.)
+    // A day of flood, 5 packets every 24 minutes: the rate, 10, passes. (A
+    // jump of the clock refills the limiter only to its burst, so the day
+    // is walked in steps shorter than one interval.)
     let before = dp.log_stats();
     for _ in 0..60 {
-        dp.advance_clock(1);
+        dp.advance_clock(1440);
         flood(&mut dp, 23, 5);
     }
-    assert_eq!(log_delta(&mut dp, before), (10, 290), "a minute of flood");
+    assert_eq!(log_delta(&mut dp, before), (10, 290), "a day of flood");
 
-    // After an idle hour, the burst again, not more.
-    dp.advance_clock(3600);
+    // After an idle week, the burst again, not more.
+    dp.advance_clock(7 * 86_400);
     let before = dp.log_stats();
     flood(&mut dp, 23, 50);
-    assert_eq!(log_delta(&mut dp, before), (3, 47), "after an idle hour");
+    assert_eq!(log_delta(&mut dp, before), (3, 47), "after an idle week");
 }
 
 /// Rule 1 logs at its own rate, rule 2 at the policy's.
