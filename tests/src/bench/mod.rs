@@ -5,6 +5,8 @@
 //! baseline measured in the same run: absolute numbers on a shared machine
 //! drift, ratios much less.
 //!
+//! - `bpf`: `bpf(2)` by hand: empty XDP programs, test runs, live-frame
+//!   floods, XDP links;
 //! - `policies`: the generated policies (N rules, blocklists of N prefixes)
 //!   and the packet classes every arm sees;
 //! - `testrun`: in-kernel cost per packet with `BPF_PROG_TEST_RUN`
@@ -18,6 +20,7 @@
 //! attached inside namespaces the bench creates, floods are bounded in
 //! count and time, and addresses come from the documentation ranges.
 
+pub mod bpf;
 pub mod control;
 pub mod policies;
 pub mod report;

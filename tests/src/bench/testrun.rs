@@ -20,7 +20,6 @@
 //! into its namespace (setns moves one thread only), and the bench's main
 //! thread must stay in the root namespace for the sections after this one.
 
-mod raw;
 mod xdpfilter;
 
 use std::{
@@ -37,7 +36,7 @@ use fw_common::{
 use ipnet::IpNet;
 
 use self::xdpfilter::XdpFilter;
-use super::{Depth, Measurement, Section, Unit, policies, rule_counts, set_sizes};
+use super::{Depth, Measurement, Section, Unit, bpf, policies, rule_counts, set_sizes};
 use crate::{
     datapath::{Datapath, XDP_DROP, XDP_PASS},
     packet::{self, Segment, Side, TcpConversation, Way},
@@ -278,7 +277,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// ns per packet of `prog` on `frames`, every run's verdict checked.
 fn time(prog: BorrowedFd<'_>, frames: &Frames, want: u32, e: &Effort, what: &str) -> f64 {
-    let check = |r: raw::Run| {
+    let check = |r: bpf::Run| {
         assert!(
             r.retval == want,
             "{what}: returned {} where the class expects {want} (1 = DROP, 2 = PASS): a wrong verdict is a bench failure, not a figure",
@@ -287,7 +286,7 @@ fn time(prog: BorrowedFd<'_>, frames: &Frames, want: u32, e: &Effort, what: &str
         f64::from(r.duration_ns)
     };
     let run = |frame: &[u8], repeat: u32| {
-        raw::test_run(prog, frame, repeat)
+        bpf::test_run(prog, frame, repeat)
             .unwrap_or_else(|err| panic!("{what}: BPF_PROG_TEST_RUN: {err}"))
     };
     match frames {
@@ -442,9 +441,9 @@ fn measure(depth: Depth) -> Vec<Measurement> {
 /// 1-rule workload: an empty program does not read them). Measured once:
 /// they depend on no policy.
 fn baselines(e: &Effort) -> Vec<Measurement> {
-    let pass = raw::load_constant_xdp(XDP_PASS, "bench_xdp_pass")
+    let pass = bpf::load_verdict(XDP_PASS, "bench_xdp_pass")
         .unwrap_or_else(|err| panic!("load the empty XDP_PASS program: {err}"));
-    let drop = raw::load_constant_xdp(XDP_DROP, "bench_xdp_drop")
+    let drop = bpf::load_verdict(XDP_DROP, "bench_xdp_drop")
         .unwrap_or_else(|err| panic!("load the empty XDP_DROP program: {err}"));
     let mut out = Vec::new();
     for class in Class::ALL {
@@ -487,7 +486,7 @@ fn drift_check(out: &[Measurement], e: &Effort) {
     else {
         return;
     };
-    let pass = raw::load_constant_xdp(XDP_PASS, "bench_xdp_pass")
+    let pass = bpf::load_verdict(XDP_PASS, "bench_xdp_pass")
         .unwrap_or_else(|err| panic!("load the empty XDP_PASS program: {err}"));
     let conv = conversation(1);
     let frame = conv.segment(Side::Remote, &conv.next_segment(Side::Remote, ACK, 0));

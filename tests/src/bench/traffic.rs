@@ -21,7 +21,6 @@
 
 mod arms;
 mod bed;
-mod xdp;
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@ use std::{collections::HashMap, os::fd::OwnedFd, path::PathBuf, process::Command
 
 use crate::netns::{Bpffs, Netns};
 
-use super::xdp;
+use crate::bench::bpf;
 
 pub struct Bed {
     pub gen_ns: Netns,
@@ -62,7 +62,7 @@ impl Bed {
     /// # Errors
     /// A namespace, the veth or the generator program could not be set up.
     pub fn new() -> Result<Self, String> {
-        let tx_prog = xdp::load_verdict(xdp::XDP_TX)
+        let tx_prog = bpf::load_verdict(bpf::XDP_TX, "bench_xdp_tx")
             .map_err(|e| format!("loading the XDP_TX generator program: {e}"))?;
         let srv = Netns::new("fwb-srv-");
         let gen_ns = Netns::new("fwb-gen-");
@@ -241,7 +241,7 @@ impl Bed {
         frame: &[u8],
         max_frames: u64,
         max_time: Duration,
-    ) -> Result<xdp::Sent, String> {
+    ) -> Result<bpf::Sent, String> {
         let frame = self.addressed(frame);
         let prog = std::sync::Arc::clone(&self.tx_prog);
         let ifname = self.gen_if.clone();
@@ -250,7 +250,7 @@ impl Bed {
             realtime(0)?;
             let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
                 .map_err(|e| format!("{ifname}: {e}"))?;
-            xdp::flood(&prog, ifindex, &frame, max_frames, max_time).map_err(|e| {
+            bpf::flood(&prog, ifindex, &frame, max_frames, max_time).map_err(|e| {
                 format!("BPF_PROG_RUN live frames on {ifname}: {e} (needs Linux 5.18 or later)")
             })
         })
@@ -263,10 +263,11 @@ impl Bed {
     pub fn attach_drop(&mut self) -> Result<(), String> {
         let ifname = self.srv_if.clone();
         let link = self.srv.run(move || {
-            let prog = xdp::load_verdict(xdp::XDP_DROP).map_err(|e| format!("XDP_DROP: {e}"))?;
+            let prog = bpf::load_verdict(bpf::XDP_DROP, "bench_xdp_drop")
+                .map_err(|e| format!("XDP_DROP: {e}"))?;
             let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
                 .map_err(|e| format!("{ifname}: {e}"))?;
-            xdp::attach_link(&prog, ifindex)
+            bpf::attach_link(&prog, ifindex)
                 .map_err(|e| format!("attach XDP_DROP to {ifname}: {e}"))
         })?;
         self.drop_link = Some(link);

@@ -1,12 +1,20 @@
-//! Two tiny XDP programs loaded with the raw `bpf(2)` syscall (no ELF
-//! object needed): `XDP_TX`, which drives the generator through
-//! `BPF_PROG_RUN` in live-frame mode, and `XDP_DROP`, the ceiling every
-//! other arm is compared with. Both are two instructions: `r0 = verdict;
-//! exit`.
+//! `bpf(2)` by hand for what aya does not offer, shared by the bench's
+//! sections:
+//! - loading a program from raw instructions: `r0 = verdict; exit`, the
+//!   empty XDP programs (PASS and DROP are the floor and ceiling of every
+//!   figure, `XDP_TX` drives the flood generator);
+//! - `BPF_PROG_TEST_RUN` on any program fd with the kernel's own duration,
+//!   so every arm (fw's, xdp-filter's, the empty ones) is timed by the same
+//!   call;
+//! - live-frame test runs (the flood generator) and XDP links.
+//!
+//! Offsets follow `union bpf_attr` in `include/uapi/linux/bpf.h`; the
+//! kernel accepts a larger attribute as long as the bytes it does not know
+//! are zero.
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -19,8 +27,9 @@ const BPF_XDP: u32 = 37;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 /// `XDP_FLAGS_DRV_MODE`: native mode, as fw and xdp-filter attach on veth.
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-pub const XDP_DROP: i32 = 1;
-pub const XDP_TX: i32 = 3;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 
 /// A `union bpf_attr`: 128 zeroed bytes, 8-byte aligned, filled field by
 /// field at the offsets of `include/uapi/linux/bpf.h`.
@@ -35,6 +44,10 @@ impl Attr {
     fn u32(&mut self, off: usize, v: u32) -> &mut Self {
         self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
         self
+    }
+
+    fn get_u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.0[off..off + 4].try_into().expect("4 bytes"))
     }
 
     fn ptr<T>(&mut self, off: usize, p: *const T) -> &mut Self {
@@ -62,25 +75,59 @@ impl Attr {
     }
 }
 
-/// Load `r0 = verdict; exit` as an XDP program.
+/// Load `r0 = verdict; exit` as an XDP program named `name` (at most 15
+/// bytes are kept): the least a program attached at XDP can cost.
 ///
 /// # Errors
 /// The kernel refused the program (no `CAP_BPF`?).
-pub fn load_verdict(verdict: i32) -> io::Result<OwnedFd> {
+pub fn load_verdict(verdict: u32, name: &str) -> io::Result<OwnedFd> {
     // BPF_ALU64 | BPF_MOV | BPF_K to r0, then BPF_JMP | BPF_EXIT.
-    let imm = u64::from(verdict.cast_unsigned());
-    let insns: [u64; 2] = [0xb7 | (imm << 32), 0x95];
+    let insns: [u64; 2] = [0xb7 | (u64::from(verdict) << 32), 0x95];
     let license = b"GPL\0";
-    let fd = Attr::new()
-        .u32(0, BPF_PROG_TYPE_XDP)
+    let mut attr = Attr::new();
+    attr.u32(0, BPF_PROG_TYPE_XDP)
         .u32(4, 2)
         .ptr(8, insns.as_ptr())
         .ptr(16, license.as_ptr())
         // expected_attach_type, as libbpf sets it for SEC("xdp").
-        .u32(68, BPF_XDP)
-        .call(BPF_PROG_LOAD)?;
+        .u32(68, BPF_XDP);
+    let n = name.len().min(15);
+    attr.0[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
+    let fd = attr.call(BPF_PROG_LOAD)?;
     // SAFETY: a descriptor the kernel just created for us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What one `BPF_PROG_TEST_RUN` reported.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    /// The program's return code (the XDP action).
+    pub retval: u32,
+    /// The kernel's own time per run, whole nanoseconds (it divides the
+    /// time of the loop by `repeat`).
+    pub duration_ns: u32,
+}
+
+/// Run `prog` on `frame` `repeat` times in the kernel.
+///
+/// # Errors
+/// The kernel refused the run (program type without test-run, frame too
+/// short or too long).
+pub fn test_run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<Run> {
+    // XDP may grow the frame (e.g. a reply); leave it room.
+    let mut out = vec![0u8; frame.len() + 512];
+    let mut attr = Attr::new();
+    attr.u32(0, prog.as_raw_fd().cast_unsigned())
+        .u32(8, u32::try_from(frame.len()).expect("a frame fits u32"))
+        .u32(12, u32::try_from(out.len()).expect("a frame fits u32"))
+        .ptr(16, frame.as_ptr())
+        .ptr(24, out.as_mut_ptr().cast_const())
+        .u32(32, repeat)
+        .call(BPF_PROG_TEST_RUN)?;
+    Ok(Run {
+        retval: attr.get_u32(4),
+        duration_ns: attr.get_u32(36),
+    })
 }
 
 /// Attach `prog` in native mode to interface `ifindex` of the calling
