@@ -34,7 +34,7 @@ struct Socket {
 /// Parse `ADDR:PORT` as /proc/net/tcp{,6} prints it: the address as 32-bit
 /// words in host order (so the bytes in memory are network order), the port
 /// in hex.
-fn parse_endpoint(s: &str) -> Option<([u32; 4], u16, u8)> {
+pub(crate) fn parse_endpoint(s: &str) -> Option<([u32; 4], u16, u8)> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let mut words = [0u32; 4];
@@ -76,7 +76,7 @@ fn parse_table(text: &str) -> Vec<Socket> {
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) travels as IPv4 on the wire.
-fn unmap(addr: [u32; 4], fam: u8) -> ([u32; 4], u8) {
+pub(crate) fn unmap(addr: [u32; 4], fam: u8) -> ([u32; 4], u8) {
     if fam == family::IPV6 && addr[0] == 0 && addr[1] == 0 && addr[2] == u32::from_be(0xffff) {
         ([addr[3], 0, 0, 0], family::IPV4)
     } else {

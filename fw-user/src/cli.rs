@@ -21,6 +21,15 @@ pub enum Command {
     Check {
         /// Policy file; without it the built-in default policy is checked.
         policy: Option<PathBuf>,
+        /// Interfaces the lockout guard assumes guarded (repeatable), as
+        /// `load --iface`. Default: the policy's `interfaces`, or every
+        /// interface that is up.
+        #[arg(long = "iface", value_name = "IF")]
+        ifaces: Vec<String>,
+        /// Do not fail when the lockout guard finds that the policy would
+        /// cut your SSH session or leave no way in.
+        #[arg(long)]
+        force: bool,
     },
     /// Load a policy: install the firewall, or replace the running policy
     /// atomically without dropping tracked connections.
@@ -53,6 +62,34 @@ pub enum Command {
         /// run here (auto, which says why it fell back).
         #[arg(long, value_enum, default_value = "auto")]
         backend: crate::commands::load::Backend,
+        /// Apply on probation: unless `fw-user confirm` runs within this
+        /// time (e.g. 60s, 5m), a watchdog process restores what ran
+        /// before, even if fw-user or your session dies.
+        #[arg(long, value_name = "DURATION", value_parser = crate::commands::confirm::parse_within)]
+        confirm: Option<std::time::Duration>,
+        /// Apply even if the lockout guard finds that the policy would cut
+        /// your SSH session or leave no way in on the SSH port.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Keep the policy loaded with `--confirm`: cancel its rollback.
+    Confirm {
+        #[command(flatten)]
+        pin: PinArg,
+    },
+    /// Restore now what a `--confirm` load replaced; without one pending,
+    /// the policy that ran before the current one (or before `unload`).
+    Rollback {
+        #[command(flatten)]
+        pin: PinArg,
+    },
+    /// The rollback watchdog `load --confirm` starts (not for direct use).
+    #[command(hide = true)]
+    Watchdog {
+        #[command(flatten)]
+        pin: PinArg,
+        #[arg(long)]
+        token: u64,
     },
     /// Follow the log events of the running firewall (one reader at a
     /// time: a foreground `fw-user load` is one).

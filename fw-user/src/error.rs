@@ -91,6 +91,29 @@ pub enum Error {
     MetricsBind { addr: String, reason: String },
 
     #[error(
+        "policy {policy} was loaded with --confirm and awaits confirmation ({seconds} s left) (hint: `fw-user confirm` keeps it, `fw-user rollback` restores the one before; then load again)"
+    )]
+    ConfirmPending { policy: String, seconds: u64 },
+
+    #[error(
+        "no load awaits confirmation: it was confirmed, or the watchdog already rolled it back (hint: `{}` says what the watchdog did; `fw-user status` shows the running policy)", log.display()
+    )]
+    NothingToConfirm { log: PathBuf },
+
+    #[error(
+        "a firewall runs here but `{}` holds no record of its policy, so --confirm would have nothing to roll back to (hint: load the running policy once without --confirm, then load the new one with --confirm)", state.display()
+    )]
+    NoRollbackRecord { state: PathBuf },
+
+    #[error(
+        "nothing to roll back to: `{}` holds no earlier policy (hint: `fw-user load POLICY` loads one)", state.display()
+    )]
+    NothingToRollBack { state: PathBuf },
+
+    #[error("{0}")]
+    Lockout(String),
+
+    #[error(
         "the firewall at `{path}` was written by a different fw version (map layout {found}, this fw-user uses {expected}) (hint: `fw-user unload --pin-path {path}` with the old version, then load again)"
     )]
     AbiMismatch {

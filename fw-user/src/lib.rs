@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod ifaces;
 pub mod iptables;
 pub mod kernel;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod output;
 pub mod pin;
 pub mod policy;
+pub mod state;
 
 use cli::{Cli, Command, ConntrackCommand};
 
@@ -29,7 +31,10 @@ pub fn run(cli: Cli) -> error::Result<()> {
         | Command::Unload { pin }
         | Command::Status { pin, .. }
         | Command::Events { pin, .. }
-        | Command::Metrics { pin, .. } => Some(pin.layout().root),
+        | Command::Metrics { pin, .. }
+        | Command::Confirm { pin }
+        | Command::Rollback { pin }
+        | Command::Watchdog { pin, .. } => Some(pin.layout().root),
         Command::Conntrack { command } => Some(command.pin().layout().root),
         Command::Check { .. } | Command::Export { .. } | Command::Import { .. } => None,
     };
@@ -42,7 +47,9 @@ pub fn run(cli: Cli) -> error::Result<()> {
     let mut bpffs_problem = None;
     if let Some(root) = pin_root {
         match pin::use_host_bpffs(&root) {
-            Ok(Some(note)) if matches!(cli.command, Command::Load { .. }) => {
+            Ok(Some(note))
+                if matches!(cli.command, Command::Load { .. } | Command::Rollback { .. }) =>
+            {
                 println!("fw: {note}");
             }
             Ok(_) => {}
@@ -51,7 +58,11 @@ pub fn run(cli: Cli) -> error::Result<()> {
         }
     }
     match cli.command {
-        Command::Check { policy } => commands::check::run(policy.as_deref()),
+        Command::Check {
+            policy,
+            ifaces,
+            force,
+        } => commands::check::run(policy.as_deref(), &ifaces, force),
         Command::Import {
             rules_v4,
             rules_v6,
@@ -71,8 +82,10 @@ pub fn run(cli: Cli) -> error::Result<()> {
             no_events,
             metrics,
             backend,
+            confirm,
+            force,
         } => commands::load::run(commands::load::Request {
-            path: policy.as_deref(),
+            input: commands::load::PolicyInput::read(policy.as_deref())?,
             ifaces: &ifaces,
             layout: &pin.layout(),
             detach,
@@ -82,7 +95,12 @@ pub fn run(cli: Cli) -> error::Result<()> {
             },
             backend,
             bpffs_problem,
+            confirm,
+            force,
         }),
+        Command::Confirm { pin } => commands::confirm::run(&pin.layout()),
+        Command::Rollback { pin } => commands::rollback::run(&pin.layout()),
+        Command::Watchdog { pin, token } => commands::rollback::watchdog(&pin.layout(), token),
         Command::Events { pin, output } => commands::events::run(&pin.layout(), output.output()),
         Command::Metrics { pin, listen } => commands::metrics::run(&pin.layout(), listen),
         Command::Unload { pin } => commands::unload::run(&pin.layout()),

@@ -26,6 +26,43 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Where fw-user run by the tests keeps its state (`FW_STATE_DIR`): not
+/// the host's /var/lib/fw. Each firewall's directory is named after its
+/// pin path, unique per test.
+#[must_use]
+pub fn state_base() -> PathBuf {
+    std::env::temp_dir().join("fw-test-state")
+}
+
+/// The state directory fw-user uses for the firewall pinned at `pin`
+/// (`fw_user::state::StateDir::for_layout` under `state_base()`).
+#[must_use]
+pub fn state_dir(pin: &str) -> PathBuf {
+    let name: String = pin
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    state_base().join(name)
+}
+
+/// `fw-user` as the tests run it: with `FW_STATE_DIR` set.
+#[must_use]
+pub fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env("FW_STATE_DIR", state_base());
+    cmd
+}
+
+/// `ip netns exec NS fw-user`, with the tests' `FW_STATE_DIR`.
+#[must_use]
+pub fn in_netns(ns: &Netns) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name])
+        .arg(binary())
+        .env("FW_STATE_DIR", state_base());
+    cmd
+}
+
 /// Output of one `fw-user` run.
 #[derive(Debug)]
 pub struct Run {
@@ -37,9 +74,7 @@ pub struct Run {
 /// Run `fw-user ARGS` inside `ns` via `ip netns exec`, as an operator would.
 #[must_use]
 pub fn fw_user(ns: &Netns, args: &[&str]) -> Run {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(binary())
+    let out = in_netns(ns)
         .args(args)
         .output()
         .expect("run ip netns exec fw-user");

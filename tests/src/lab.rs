@@ -141,6 +141,9 @@ impl Drop for Lab {
         for host in self.hosts.keys() {
             let layout = fw_user::pin::PinLayout::new(self.bpffs.dir.join(host));
             let _ = std::fs::remove_file(fw_user::backend::iptables::state_path(&layout));
+            let _ = std::fs::remove_dir_all(crate::fwcli::state_dir(
+                &layout.root.display().to_string(),
+            ));
         }
     }
 }

@@ -149,6 +149,10 @@ impl Default for Bpffs {
 impl Drop for Bpffs {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        // What fw-user kept about the firewall pinned here.
+        let _ = std::fs::remove_dir_all(crate::fwcli::state_dir(
+            &self.dir.join("fw").display().to_string(),
+        ));
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -418,9 +422,7 @@ impl Pair {
     /// by line into the returned handle.
     #[must_use]
     pub fn spawn_fw_user(&self, args: &[&str]) -> Foreground {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.server.name])
-            .arg(crate::fwcli::binary())
+        let mut child = crate::fwcli::in_netns(&self.server)
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

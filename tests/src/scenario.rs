@@ -129,7 +129,7 @@ impl Scenario {
         let mut errors = Vec::new();
         for (name, path) in &files {
             let out = std::process::Command::new(fwcli::binary())
-                .args(["check", path])
+                .args(["check", "--force", path])
                 .output()
                 .expect("run fw-user check");
             if !out.status.success() {

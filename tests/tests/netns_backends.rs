@@ -172,6 +172,7 @@ fn auto_falls_back_to_iptables_when_ebpf_cannot_load_and_xdp_replaces_it_later()
             "-bpf,-sys_admin,-perfmon",
         ])
         .arg(binary())
+        .env("FW_STATE_DIR", fw_tests::fwcli::state_base())
         .args([
             "load",
             &web,

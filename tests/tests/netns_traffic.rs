@@ -395,9 +395,7 @@ fn foreground_load_leaves_the_firewall_when_it_exits() {
     let pair = Pair::new();
     let _b = EchoServer::start(&pair.server, BLOCKED);
     let file = pair.policy_file("fg.toml", &web_policy());
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &pair.server.name])
-        .arg(fw_tests::fwcli::binary())
+    let mut child = fw_tests::fwcli::in_netns(&pair.server)
         .args([
             "load",
             &file,
@@ -449,7 +447,7 @@ struct DefaultPins(String);
 
 impl Drop for DefaultPins {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(fw_tests::fwcli::binary())
+        let _ = fw_tests::fwcli::command()
             .args(["unload", "--pin-path", &self.0])
             .output();
     }

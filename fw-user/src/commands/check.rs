@@ -1,5 +1,6 @@
-//! `fw-user check`: validate and compile a policy, touch nothing; then say
-//! whether this kernel can run the eBPF datapath (`kernel`).
+//! `fw-user check`: validate and compile a policy, touch nothing; judge it
+//! against this host's SSH sessions (`guard`); then say whether this
+//! kernel can run the eBPF datapath (`kernel`).
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use crate::{error::Result, kernel, policy};
 
 /// # Errors
 /// The policy is invalid.
-pub fn run(path: Option<&Path>) -> Result<()> {
+pub fn run(path: Option<&Path>, cli_ifaces: &[String], force: bool) -> Result<()> {
     let (policy, name) = super::read_policy(path)?;
     // Compiling proves the policy fits the datapath's tables. Interfaces
     // are only checked for existence by `load`, on the host it guards.
@@ -18,6 +19,18 @@ pub fn run(path: Option<&Path>) -> Result<()> {
         Some(*names.entry(n.to_string()).or_insert(next))
     };
     let _ = policy::compile(&policy, &name, &any_interface)?;
+    // The lockout guard judges the policy against this host's SSH
+    // sessions, on the interfaces `load` would guard.
+    let targets = if cli_ifaces.is_empty() {
+        policy
+            .interfaces
+            .clone()
+            .map_or_else(crate::ifaces::up_interfaces, Ok)
+            .unwrap_or_default()
+    } else {
+        cli_ifaces.to_vec()
+    };
+    crate::guard::enforce(&policy, &name, &targets, force)?;
     println!("{name}: ok ({})", super::load::summary(&policy));
     // Where the policy would go on this host: not an error of the policy.
     let release = kernel::running_release();

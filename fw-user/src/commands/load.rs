@@ -2,7 +2,7 @@
 //! return (`--detach`) or stay in the foreground: sweep expired
 //! connections, print log events, serve metrics.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::foreground::{self, EventOutput, Jobs};
 use crate::{
@@ -11,6 +11,7 @@ use crate::{
     ifaces, kernel,
     pin::{PinLayout, ensure_bpffs},
     policy::{self, Policy},
+    state::{NewSnapshot, Snapshot, StateDir},
 };
 
 /// Which datapath `load` puts the policy in (`--backend`).
@@ -26,7 +27,7 @@ pub enum Backend {
 
 /// What `load` was asked to do.
 pub struct Request<'a> {
-    pub path: Option<&'a Path>,
+    pub input: PolicyInput,
     pub ifaces: &'a [String],
     pub layout: &'a PinLayout,
     pub detach: bool,
@@ -34,6 +35,82 @@ pub struct Request<'a> {
     pub backend: Backend,
     /// Why the BPF filesystem is not usable, found before `load` ran.
     pub bpffs_problem: Option<Error>,
+    /// `--confirm`: roll back unless `fw-user confirm` runs within this.
+    pub confirm: Option<std::time::Duration>,
+    /// `--force`: apply even if the lockout guard objects.
+    pub force: bool,
+}
+
+/// A policy to load: its text, and where it came from.
+#[derive(Clone, Debug)]
+pub struct PolicyInput {
+    pub text: String,
+    /// How messages name it.
+    pub name: String,
+    /// The file to parse it as (set files are relative to it); `None`:
+    /// the built-in policy.
+    pub parse_path: Option<PathBuf>,
+    /// The file it was loaded from, recorded for `save` and `status`.
+    pub source: Option<PathBuf>,
+}
+
+impl PolicyInput {
+    /// The policy at `path`, or the built-in one.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn read(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self {
+                text: policy::DEFAULT_POLICY.to_string(),
+                name: policy::DEFAULT_POLICY_NAME.to_string(),
+                parse_path: None,
+                source: None,
+            });
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadPolicy {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            text,
+            name: path.display().to_string(),
+            parse_path: Some(path.to_path_buf()),
+            source: Some(path.to_path_buf()),
+        })
+    }
+
+    /// A stored policy (`rollback`): parsed from the snapshot, named and
+    /// recorded as it was first loaded.
+    ///
+    /// # Errors
+    /// The snapshot is damaged.
+    pub fn stored(snap: &Snapshot) -> Result<Self> {
+        Ok(Self {
+            text: snap.text()?,
+            name: snap.meta.name.clone(),
+            parse_path: Some(snap.policy_path()),
+            source: snap.meta.source.clone(),
+        })
+    }
+
+    /// Parse and validate it.
+    ///
+    /// # Errors
+    /// The policy is invalid.
+    pub fn parse(&self) -> Result<Policy> {
+        let parsed = match &self.parse_path {
+            Some(path) => policy::parse_file(&self.text, path),
+            None => policy::parse(&self.text, &self.name),
+        };
+        Ok(parsed.map_err(|mut e| {
+            // A stored copy is reported under its original name.
+            if self.parse_path != self.source {
+                e.file.clone_from(&self.name);
+            }
+            e
+        })?)
+    }
 }
 
 /// Errors that mean "eBPF cannot run here" rather than "this policy or
@@ -53,66 +130,66 @@ pub(crate) fn ebpf_unavailable(e: &Error) -> bool {
 /// of the host is then unchanged.
 pub fn run(req: Request<'_>) -> Result<()> {
     let Request {
-        path,
+        input,
         ifaces: cli_ifaces,
         layout,
         detach,
         follow,
         backend,
         bpffs_problem,
+        confirm,
+        force,
     } = req;
-    let (policy, name) = super::read_policy(path)?;
-    let compiled = policy::compile(&policy, &name, &|n| nix::net::if_::if_nametoindex(n).ok())?;
-    let explicit: Option<Vec<String>> = if cli_ifaces.is_empty() {
-        policy.interfaces.clone()
-    } else {
-        Some(cli_ifaces.to_vec())
+    let state = StateDir::for_layout(layout);
+    let lock = state.lock()?;
+    if let Some(pending) = state.pending()? {
+        return Err(Error::ConfirmPending {
+            policy: pending.policy_name,
+            seconds: pending.deadline_ms.saturating_sub(crate::state::now_ms()) / 1000,
+        });
+    }
+    // The watchdog is armed before anything changes: if fw-user dies
+    // while applying, the rollback still comes.
+    let armed = match confirm {
+        Some(within) => Some(super::confirm::arm(&state, layout, within, &input.name)?),
+        None => None,
     };
-    let targets = match &explicit {
-        Some(list) => list.clone(),
-        None => ifaces::up_interfaces()?,
-    };
-    ifaces::validate(&targets)?;
-    let xdp_attempt = |problem: Option<Error>| -> Result<()> {
-        // Before anything is loaded, so an old kernel gets a clear error
-        // instead of a verifier log. A reload loads no program: the ones
-        // running already passed.
-        if !layout.is_installed() {
-            kernel::check_running()?;
-        }
-        if let Some(e) = problem {
+    let applied = apply(Apply {
+        state: &state,
+        input: &input,
+        cli_ifaces,
+        layout,
+        backend,
+        bpffs_problem,
+        force,
+    });
+    let chosen = match applied {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            if armed.is_some() {
+                super::confirm::disarm(&state);
+            }
             return Err(e);
         }
-        load_xdp(layout, &compiled, &targets, &policy, &name)
     };
-    let chosen = match backend {
-        Backend::Xdp => {
-            xdp_attempt(bpffs_problem)?;
-            Backend::Xdp
-        }
-        Backend::Iptables => {
-            load_iptables(layout, &policy, &name, explicit.as_deref())?;
-            Backend::Iptables
-        }
-        Backend::Auto => match xdp_attempt(bpffs_problem) {
-            Ok(()) => Backend::Xdp,
-            Err(e) if ebpf_unavailable(&e) => {
-                println!("fw: the eBPF datapath cannot run here: {e}");
-                println!("fw: falling back to the iptables backend");
-                load_iptables(layout, &policy, &name, explicit.as_deref())?;
-                Backend::Iptables
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    // The new backend is in force; only now does the other one go.
-    if chosen == Backend::Xdp && iptables::is_active(layout) {
-        iptables::unload(layout)?;
-        println!("fw: removed the iptables backend's rules (the eBPF datapath replaces them)");
+    if armed.is_some() {
+        // The probation starts once the policy is in force, however long
+        // applying it took (the watchdog reads the deadline as it waits).
+        super::confirm::restart_clock(&state, confirm.unwrap_or_default())?;
     }
-    if chosen == Backend::Iptables && layout.is_installed() {
-        xdp::unload(layout)?;
-        println!("fw: removed the eBPF datapath (the iptables backend replaces it)");
+    drop(lock);
+    if let Some(armed) = &armed {
+        println!(
+            "fw: run `fw-user confirm{}` within {} to keep this policy; otherwise the watchdog (pid {}) restores {} (`fw-user rollback` does it now)",
+            pin_arg(layout),
+            humantime::format_duration(armed.within),
+            armed.pid,
+            if armed.unload {
+                "no firewall, as before"
+            } else {
+                "the previous policy"
+            }
+        );
     }
     if detach {
         return Ok(());
@@ -153,6 +230,117 @@ pub fn run(req: Request<'_>) -> Result<()> {
             announce: None,
         },
     )
+}
+
+/// ` --pin-path P` when `layout` is not the default, for hints.
+pub(crate) fn pin_arg(layout: &PinLayout) -> String {
+    if layout.root == crate::pin::default_pin_path() {
+        String::new()
+    } else {
+        format!(" --pin-path {}", layout.root.display())
+    }
+}
+
+/// One policy put in place: by `load`, and by a rollback.
+pub(crate) struct Apply<'a> {
+    pub state: &'a StateDir,
+    pub input: &'a PolicyInput,
+    pub cli_ifaces: &'a [String],
+    pub layout: &'a PinLayout,
+    pub backend: Backend,
+    pub bpffs_problem: Option<Error>,
+    pub force: bool,
+}
+
+/// Parse, compile, guard, apply and record `a.input`; the caller holds the
+/// state lock.
+///
+/// # Errors
+/// The policy is invalid, the guard refused it, or it could not be put in
+/// place; the previous state of the host is then unchanged.
+pub(crate) fn apply(a: Apply<'_>) -> Result<Backend> {
+    let Apply {
+        state,
+        input,
+        cli_ifaces,
+        layout,
+        backend,
+        bpffs_problem,
+        force,
+    } = a;
+    let policy = input.parse()?;
+    let name = input.name.as_str();
+    let compiled = policy::compile(&policy, name, &|n| nix::net::if_::if_nametoindex(n).ok())?;
+    let explicit: Option<Vec<String>> = if cli_ifaces.is_empty() {
+        policy.interfaces.clone()
+    } else {
+        Some(cli_ifaces.to_vec())
+    };
+    let targets = match &explicit {
+        Some(list) => list.clone(),
+        None => ifaces::up_interfaces()?,
+    };
+    ifaces::validate(&targets)?;
+    crate::guard::enforce(&policy, name, &targets, force)?;
+    let staged = |backend: &str| {
+        state.stage(&NewSnapshot {
+            text: &input.text,
+            name,
+            source: input.source.as_deref(),
+            read_from: input.parse_path.as_deref(),
+            ifaces: (!cli_ifaces.is_empty()).then_some(cli_ifaces),
+            backend,
+            hash: policy.hash,
+        })
+    };
+    let xdp_attempt = |problem: Option<Error>| -> Result<()> {
+        // Before anything is loaded, so an old kernel gets a clear error
+        // instead of a verifier log. A reload loads no program: the ones
+        // running already passed.
+        if !layout.is_installed() {
+            kernel::check_running()?;
+        }
+        if let Some(e) = problem {
+            return Err(e);
+        }
+        staged("xdp")?;
+        load_xdp(layout, &compiled, &targets, &policy, name)
+    };
+    let iptables_attempt = || -> Result<()> {
+        staged("iptables")?;
+        load_iptables(layout, &policy, name, explicit.as_deref())
+    };
+    let result = match backend {
+        Backend::Xdp => xdp_attempt(bpffs_problem).map(|()| Backend::Xdp),
+        Backend::Iptables => iptables_attempt().map(|()| Backend::Iptables),
+        Backend::Auto => match xdp_attempt(bpffs_problem) {
+            Ok(()) => Ok(Backend::Xdp),
+            Err(e) if ebpf_unavailable(&e) => {
+                println!("fw: the eBPF datapath cannot run here: {e}");
+                println!("fw: falling back to the iptables backend");
+                iptables_attempt().map(|()| Backend::Iptables)
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let chosen = match result {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            state.discard_staged();
+            return Err(e);
+        }
+    };
+    // The new backend is in force; only now does the other one go.
+    if chosen == Backend::Xdp && iptables::is_active(layout) {
+        iptables::unload(layout)?;
+        println!("fw: removed the iptables backend's rules (the eBPF datapath replaces them)");
+    }
+    if chosen == Backend::Iptables && layout.is_installed() {
+        xdp::unload(layout)?;
+        println!("fw: removed the eBPF datapath (the iptables backend replaces it)");
+    }
+    state.commit()?;
+    Ok(chosen)
 }
 
 fn loaded_or_replaced(fresh: bool) -> &'static str {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod confirm;
 pub mod conntrack;
 pub mod events;
 pub mod export;
@@ -8,6 +9,7 @@ pub mod foreground;
 pub mod import;
 pub mod load;
 pub mod metrics;
+pub mod rollback;
 pub mod status;
 pub mod unload;
 

@@ -5,11 +5,26 @@ use crate::{
     backend::{iptables, xdp},
     error::{Error, Result},
     pin::PinLayout,
+    state::StateDir,
 };
 
 /// # Errors
 /// No firewall at the pin path, or removing it failed.
 pub fn run(layout: &PinLayout) -> Result<()> {
+    let state = StateDir::for_layout(layout);
+    let _lock = state.lock()?;
+    remove(layout)?;
+    // An unload also ends a load on probation: there is nothing left for
+    // its watchdog to roll back.
+    super::confirm::disarm(&state);
+    state.record_unload()
+}
+
+/// Remove the firewall (either backend); the caller holds the state lock.
+///
+/// # Errors
+/// No firewall at the pin path, or removing it failed.
+pub(crate) fn remove(layout: &PinLayout) -> Result<()> {
     let mut any = false;
     if iptables::is_active(layout) {
         let freed = iptables::unload(layout)?;

@@ -6,6 +6,7 @@
 
 mod compile;
 pub(crate) mod icmp;
+pub mod judge;
 mod parse;
 
 use std::{collections::BTreeMap, fmt};
