@@ -234,7 +234,12 @@ fn an_unconfirmed_load_is_rolled_back_and_a_confirmed_one_stays() {
     );
     let log = std::fs::read_to_string(state_dir(&pin).join("watchdog.log")).unwrap();
     assert!(log.contains("was not confirmed in time"), "{log}");
-    assert_eq!(fingerprint(&pair.status()), old_fingerprint);
+    let status = pair.status();
+    assert_eq!(fingerprint(&status), old_fingerprint);
+    assert!(
+        status.contains("policy source: ") && status.contains("old.toml (loaded "),
+        "{status}"
+    );
 
     // Confirmed: it stays past the deadline.
     let out = fw_user_ok(&pair.server, &args);

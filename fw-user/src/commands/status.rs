@@ -1,6 +1,6 @@
 //! `fw-user status`: attachment, policy, connection table and counters.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use fw_common::{
     events::{LogStat, default_stats_id},
@@ -283,16 +283,46 @@ fn iptables_status(layout: &PinLayout, json: bool) -> Result<()> {
 /// As `collect`.
 pub fn run(layout: &PinLayout, json: bool) -> Result<()> {
     if iptables::is_active(layout) {
-        return iptables_status(layout, json);
-    }
-    let status = collect(layout)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).unwrap_or_default()
-        );
+        iptables_status(layout, json)?;
     } else {
-        print!("{}", crate::output::status_table(&status));
+        let status = collect(layout)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+        } else {
+            print!("{}", crate::output::status_table(&status));
+        }
+    }
+    if !json {
+        print!("{}", provenance(layout));
     }
     Ok(())
+}
+
+/// Where the running policy came from, and whether it is on probation
+/// (`load --confirm`), from the state directory.
+fn provenance(layout: &PinLayout) -> String {
+    let state = crate::state::StateDir::for_layout(layout);
+    let mut out = String::new();
+    if let Ok(Some(running)) = state.running() {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(running.meta.loaded_at);
+        let _ = writeln!(
+            out,
+            "\npolicy source: {} (loaded {})",
+            running.meta.name,
+            humantime::format_rfc3339_seconds(when)
+        );
+    }
+    if let Ok(Some(p)) = state.pending() {
+        let left = p.deadline_ms.saturating_sub(crate::state::now_ms()) / 1000;
+        let _ = writeln!(
+            out,
+            "awaiting confirmation: {} is rolled back in {left} s unless `fw-user confirm{}` runs",
+            p.policy_name,
+            super::load::pin_arg(layout)
+        );
+    }
+    out
 }
