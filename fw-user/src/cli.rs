@@ -71,6 +71,11 @@ pub enum Command {
         /// your SSH session or leave no way in on the SSH port.
         #[arg(long)]
         force: bool,
+        /// Without `--iface` or the policy's `interfaces`, guard every
+        /// interface, up or not, except lo: what the boot unit of
+        /// `fw-user install` does, before the network is up.
+        #[arg(long, conflicts_with = "ifaces")]
+        all_interfaces: bool,
     },
     /// Keep the policy loaded with `--confirm`: cancel its rollback.
     Confirm {
@@ -131,6 +136,35 @@ pub enum Command {
         /// failing.
         #[arg(long)]
         skip_unsupported: bool,
+    },
+    /// Store the running policy (and its relative set files) where the
+    /// boot unit of `fw-user install` loads it, like netfilter-persistent.
+    Save {
+        #[command(flatten)]
+        pin: PinArg,
+        /// Where to write it.
+        #[arg(long, value_name = "FILE", default_value = "/etc/fw/policy.toml")]
+        to: PathBuf,
+    },
+    /// Write a systemd unit that loads the saved policy early at boot,
+    /// before the network is up, and enable it.
+    Install {
+        /// The policy the unit loads.
+        #[arg(long, value_name = "FILE", default_value = "/etc/fw/policy.toml")]
+        policy: PathBuf,
+        /// Install under this root instead of / (packaging, tests); the
+        /// unit is then written but not enabled.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// Write the unit but do not enable it.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Disable and remove the unit of `fw-user install` (the running
+    /// firewall stays; `fw-user unload` removes it).
+    Uninstall {
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
     },
     /// Detach the firewall from every interface and remove its maps.
     Unload {

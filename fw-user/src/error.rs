@@ -114,7 +114,17 @@ pub enum Error {
     Lockout(String),
 
     #[error(
-        "the firewall at `{path}` was written by a different fw version (map layout {found}, this fw-user uses {expected}) (hint: `fw-user unload --pin-path {path}` with the old version, then load again)"
+        "nothing to save: `{}` holds no record of a running policy (hint: `fw-user load POLICY` first; a firewall loaded by an older fw-user must be loaded again once)", state.display()
+    )]
+    NothingToSave { state: PathBuf },
+
+    #[error(
+        "set file `{file}` would be saved outside `{}` (hint: give the set an absolute path, or one inside the policy's directory)", dir.display()
+    )]
+    SaveOutside { file: String, dir: PathBuf },
+
+    #[error(
+        "the firewall at `{path}` was written by a different fw version (map layout {found}, this fw-user uses {expected}) (hint: `fw-user unload --pin-path {path}` removes it with any version; then load again: established TCP connections are adopted again, other tracked flows are lost)"
     )]
     AbiMismatch {
         path: PathBuf,

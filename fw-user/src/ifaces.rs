@@ -6,6 +6,24 @@ use nix::net::if_::{InterfaceFlags, if_nametoindex};
 
 use crate::error::{Error, Result};
 
+/// Every interface there is, up or not, except loopback ones: what a load
+/// at boot guards, before the network is up (`load --all-interfaces`).
+///
+/// # Errors
+/// The interface list could not be read, or it is empty.
+pub fn all_interfaces() -> Result<Vec<String>> {
+    let addrs =
+        nix::ifaddrs::getifaddrs().map_err(|e| Error::io("cannot list interfaces", e.into()))?;
+    let names: BTreeSet<String> = addrs
+        .filter(|a| !a.flags.contains(InterfaceFlags::IFF_LOOPBACK))
+        .map(|a| a.interface_name)
+        .collect();
+    if names.is_empty() {
+        return Err(Error::NoInterfaces);
+    }
+    Ok(names.into_iter().collect())
+}
+
 /// Every interface that is up, except loopback ones.
 ///
 /// # Errors

@@ -20,12 +20,9 @@ pub mod state;
 
 use cli::{Cli, Command, ConntrackCommand};
 
-/// Run one parsed command line.
-///
-/// # Errors
-/// Whatever the command failed with.
-pub fn run(cli: Cli) -> error::Result<()> {
-    // Before anything else (joining a mount namespace needs a single thread).
+/// Use the host's BPF filesystem for commands that reach a firewall's
+/// pins; the problem found, for a load that may fall back to iptables.
+fn join_bpffs(cli: &Cli) -> error::Result<Option<error::Error>> {
     let pin_root = match &cli.command {
         Command::Load { pin, .. }
         | Command::Unload { pin }
@@ -36,7 +33,12 @@ pub fn run(cli: Cli) -> error::Result<()> {
         | Command::Rollback { pin }
         | Command::Watchdog { pin, .. } => Some(pin.layout().root),
         Command::Conntrack { command } => Some(command.pin().layout().root),
-        Command::Check { .. } | Command::Export { .. } | Command::Import { .. } => None,
+        Command::Check { .. }
+        | Command::Export { .. }
+        | Command::Import { .. }
+        | Command::Save { .. }
+        | Command::Install { .. }
+        | Command::Uninstall { .. } => None,
     };
     // A load that may fall back to iptables must not stop at the BPF
     // filesystem: the problem is kept for `--backend auto` to weigh.
@@ -57,6 +59,16 @@ pub fn run(cli: Cli) -> error::Result<()> {
             Err(e) => return Err(e),
         }
     }
+    Ok(bpffs_problem)
+}
+
+/// Run one parsed command line.
+///
+/// # Errors
+/// Whatever the command failed with.
+pub fn run(cli: Cli) -> error::Result<()> {
+    // Before anything else (joining a mount namespace needs a single thread).
+    let bpffs_problem = join_bpffs(&cli)?;
     match cli.command {
         Command::Check {
             policy,
@@ -84,6 +96,7 @@ pub fn run(cli: Cli) -> error::Result<()> {
             backend,
             confirm,
             force,
+            all_interfaces,
         } => commands::load::run(commands::load::Request {
             input: commands::load::PolicyInput::read(policy.as_deref())?,
             ifaces: &ifaces,
@@ -97,7 +110,15 @@ pub fn run(cli: Cli) -> error::Result<()> {
             bpffs_problem,
             confirm,
             force,
+            all_interfaces,
         }),
+        Command::Save { pin, to } => commands::save::run(&pin.layout(), &to),
+        Command::Install {
+            policy,
+            root,
+            no_enable,
+        } => commands::install::install(&policy, &root, no_enable),
+        Command::Uninstall { root } => commands::install::uninstall(&root),
         Command::Confirm { pin } => commands::confirm::run(&pin.layout()),
         Command::Rollback { pin } => commands::rollback::run(&pin.layout()),
         Command::Watchdog { pin, token } => commands::rollback::watchdog(&pin.layout(), token),

@@ -39,6 +39,9 @@ pub struct Request<'a> {
     pub confirm: Option<std::time::Duration>,
     /// `--force`: apply even if the lockout guard objects.
     pub force: bool,
+    /// `--all-interfaces`: without a list, guard every interface, up or
+    /// not (a load at boot, before the network is up).
+    pub all_interfaces: bool,
 }
 
 /// A policy to load: its text, and where it came from.
@@ -139,6 +142,7 @@ pub fn run(req: Request<'_>) -> Result<()> {
         bpffs_problem,
         confirm,
         force,
+        all_interfaces,
     } = req;
     let state = StateDir::for_layout(layout);
     let lock = state.lock()?;
@@ -162,6 +166,7 @@ pub fn run(req: Request<'_>) -> Result<()> {
         backend,
         bpffs_problem,
         force,
+        all_interfaces,
     });
     let chosen = match applied {
         Ok(chosen) => chosen,
@@ -250,6 +255,7 @@ pub(crate) struct Apply<'a> {
     pub backend: Backend,
     pub bpffs_problem: Option<Error>,
     pub force: bool,
+    pub all_interfaces: bool,
 }
 
 /// Parse, compile, guard, apply and record `a.input`; the caller holds the
@@ -267,6 +273,7 @@ pub(crate) fn apply(a: Apply<'_>) -> Result<Backend> {
         backend,
         bpffs_problem,
         force,
+        all_interfaces,
     } = a;
     let policy = input.parse()?;
     let name = input.name.as_str();
@@ -278,6 +285,7 @@ pub(crate) fn apply(a: Apply<'_>) -> Result<Backend> {
     };
     let targets = match &explicit {
         Some(list) => list.clone(),
+        None if all_interfaces => ifaces::all_interfaces()?,
         None => ifaces::up_interfaces()?,
     };
     ifaces::validate(&targets)?;

@@ -7,9 +7,11 @@ pub mod events;
 pub mod export;
 pub mod foreground;
 pub mod import;
+pub mod install;
 pub mod load;
 pub mod metrics;
 pub mod rollback;
+pub mod save;
 pub mod status;
 pub mod unload;
 

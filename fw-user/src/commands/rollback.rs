@@ -51,6 +51,7 @@ fn restore(state: &StateDir, layout: &PinLayout, pending: Option<&Pending>) -> R
         bpffs_problem: None,
         // Going back to what ran is the way out of a lockout, not into one.
         force: true,
+        all_interfaces: false,
     })?;
     state.clear_pending();
     println!("fw: rolled back to policy {}", snap.meta.name);
