@@ -53,6 +53,18 @@ impl PinLayout {
         self.links_dir().join(iface)
     }
 
+    /// The pin path as one file name (`/sys/fs/bpf/fw` ->
+    /// `_sys_fs_bpf_fw`): what names this firewall's files outside bpffs
+    /// (the iptables backend's state, the state directory).
+    #[must_use]
+    pub fn file_name(&self) -> String {
+        self.root
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    }
+
     /// Is a firewall installed here?
     #[must_use]
     pub fn is_installed(&self) -> bool {

@@ -141,7 +141,7 @@ pub struct NewSnapshot<'a> {
 pub struct Pending {
     /// Tells this load's watchdog from an earlier one's.
     pub token: u64,
-    /// Unix milliseconds after which the watchdog rolls back.
+    /// `now_ms()` (boot-time clock) after which the watchdog rolls back.
     pub deadline_ms: u64,
     /// The watchdog process (0 until it is started).
     pub watchdog_pid: i32,
@@ -207,12 +207,16 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Unix milliseconds now.
+/// Milliseconds on `CLOCK_BOOTTIME`: the clock of `--confirm` deadlines.
+/// It is shared by every process and never steps, where the wall clock
+/// may jump (NTP at boot, an operator's `date -s`, a VM resumed) and fire
+/// a rollback early or never.
 #[must_use]
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1000
+            + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1_000_000
+    })
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename, so a
@@ -264,14 +268,8 @@ impl StateDir {
     pub fn for_layout(layout: &PinLayout) -> Self {
         let base = std::env::var_os("FW_STATE_DIR")
             .map_or_else(|| PathBuf::from(DEFAULT_BASE), PathBuf::from);
-        let name: String = layout
-            .root
-            .to_string_lossy()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
         Self {
-            root: base.join(name),
+            root: base.join(layout.file_name()),
         }
     }
 

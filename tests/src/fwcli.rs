@@ -38,11 +38,7 @@ pub fn state_base() -> PathBuf {
 /// (`fw_user::state::StateDir::for_layout` under `state_base()`).
 #[must_use]
 pub fn state_dir(pin: &str) -> PathBuf {
-    let name: String = pin
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    state_base().join(name)
+    state_base().join(fw_user::pin::PinLayout::new(pin).file_name())
 }
 
 /// `fw-user` as the tests run it: with `FW_STATE_DIR` set.

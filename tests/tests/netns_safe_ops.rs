@@ -36,6 +36,31 @@ fn only(ports: &[u16]) -> String {
     p
 }
 
+/// A server with echo services on `OLD` and `NEW`, and a policy file
+/// admitting only each.
+struct Bed {
+    pair: Pair,
+    _servers: [EchoServer; 2],
+    old: String,
+    new: String,
+}
+
+fn bed() -> Bed {
+    let pair = Pair::new();
+    let servers = [
+        EchoServer::start(&pair.server, OLD),
+        EchoServer::start(&pair.server, NEW),
+    ];
+    let old = pair.policy_file("old.toml", &only(&[OLD]));
+    let new = pair.policy_file("new.toml", &only(&[NEW]));
+    Bed {
+        pair,
+        _servers: servers,
+        old,
+        new,
+    }
+}
+
 /// Run fw-user in the server namespace as the operator of `session`.
 fn as_operator(pair: &Pair, session: &Session, args: &[&str]) -> fw_tests::fwcli::Run {
     let local = session.local_addr();
@@ -187,12 +212,13 @@ fn an_unconfirmed_load_is_rolled_back_and_a_confirmed_one_stays() {
     if lacks_privileges() {
         return;
     }
-    let pair = Pair::new();
-    let _old = EchoServer::start(&pair.server, OLD);
-    let _new = EchoServer::start(&pair.server, NEW);
+    let Bed {
+        pair,
+        _servers,
+        old,
+        new,
+    } = bed();
     let pin = pair.pin_path();
-    let old = pair.policy_file("old.toml", &only(&[OLD]));
-    let new = pair.policy_file("new.toml", &only(&[NEW]));
     pair.load_file(&old);
     assert_eq!(probe(&pair, OLD), Connect::Echoed);
     let fingerprint = |status: &str| {
@@ -204,7 +230,7 @@ fn an_unconfirmed_load_is_rolled_back_and_a_confirmed_one_stays() {
     };
     let old_fingerprint = fingerprint(&pair.status());
 
-    let args = load_args(&pair, &new, &pin, &["--confirm", "4s", "--detach"]);
+    let args = load_args(&pair, &new, &pin, &["--confirm", "6s", "--detach"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = fw_user_ok(&pair.server, &args);
     assert!(out.contains("fw-user confirm --pin-path"), "{out}");
@@ -224,7 +250,7 @@ fn an_unconfirmed_load_is_rolled_back_and_a_confirmed_one_stays() {
         &pair,
         OLD,
         &Connect::Echoed,
-        Duration::from_secs(15),
+        Duration::from_secs(25),
         "rollback",
     );
     assert_eq!(
@@ -246,7 +272,7 @@ fn an_unconfirmed_load_is_rolled_back_and_a_confirmed_one_stays() {
     assert!(out.contains("watchdog"), "{out}");
     let out = fw_user_ok(&pair.server, &["confirm", "--pin-path", &pin]);
     assert!(out.contains("confirmed policy"), "{out}");
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(8));
     assert_eq!(probe(&pair, NEW), Connect::Echoed, "confirmed: it stays");
     assert_eq!(probe(&pair, OLD), Connect::TimedOut);
     let r = fw_user(&pair.server, &["confirm", "--pin-path", &pin]);
@@ -269,15 +295,16 @@ fn the_rollback_comes_even_when_fw_user_is_killed_right_after_applying() {
     if lacks_privileges() {
         return;
     }
-    let pair = Pair::new();
-    let _old = EchoServer::start(&pair.server, OLD);
-    let _new = EchoServer::start(&pair.server, NEW);
-    let old = pair.policy_file("old.toml", &only(&[OLD]));
-    let new = pair.policy_file("new.toml", &only(&[NEW]));
+    let Bed {
+        pair,
+        _servers,
+        old,
+        new,
+    } = bed();
     pair.load_file(&old);
 
     // In the foreground, as over SSH; then the session dies with it.
-    let mut extra = vec!["--confirm", "4s"];
+    let mut extra = vec!["--confirm", "6s"];
     let backend = backend_args();
     extra.extend(backend.iter().map(String::as_str));
     let fg = pair.load_foreground_with(&new, &extra);
@@ -292,7 +319,7 @@ fn the_rollback_comes_even_when_fw_user_is_killed_right_after_applying() {
         &pair,
         OLD,
         &Connect::Echoed,
-        Duration::from_secs(15),
+        Duration::from_secs(25),
         "rollback",
     );
     assert_eq!(probe(&pair, NEW), Connect::TimedOut);
@@ -304,21 +331,28 @@ fn an_unconfirmed_first_load_rolls_back_to_no_firewall() {
     if lacks_privileges() {
         return;
     }
-    let pair = Pair::new();
-    let _new = EchoServer::start(&pair.server, NEW);
-    let _old = EchoServer::start(&pair.server, OLD);
+    let Bed {
+        pair,
+        _servers,
+        new,
+        ..
+    } = bed();
     let pin = pair.pin_path();
-    let new = pair.policy_file("new.toml", &only(&[NEW]));
-    let args = load_args(&pair, &new, &pin, &["--confirm", "3s", "--detach"]);
+    let args = load_args(&pair, &new, &pin, &["--confirm", "8s", "--detach"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = fw_user_ok(&pair.server, &args);
     assert!(out.contains("no firewall, as before"), "{out}");
-    assert_eq!(probe(&pair, OLD), Connect::TimedOut, "filtering");
+    assert_eq!(
+        probe(&pair, OLD),
+        Connect::TimedOut,
+        "filtering; the watchdog's log:\n{}",
+        std::fs::read_to_string(state_dir(&pin).join("watchdog.log")).unwrap_or_default()
+    );
     eventually(
         &pair,
         OLD,
         &Connect::Echoed,
-        Duration::from_secs(15),
+        Duration::from_secs(25),
         "unloaded",
     );
     let r = fw_user(&pair.server, &["status", "--pin-path", &pin]);

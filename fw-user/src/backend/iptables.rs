@@ -37,13 +37,7 @@ pub const NFLOG_GROUP: u16 = 16;
 /// lives.
 #[must_use]
 pub fn state_path(layout: &PinLayout) -> PathBuf {
-    let name: String = layout
-        .root
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    PathBuf::from("/run/fw").join(format!("iptables{name}.json"))
+    PathBuf::from("/run/fw").join(format!("iptables{}.json", layout.file_name()))
 }
 
 /// What a load put in place.

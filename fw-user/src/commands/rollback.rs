@@ -85,22 +85,24 @@ pub fn watchdog(layout: &PinLayout, token: u64) -> Result<()> {
         layout.root.display()
     );
     let ours = |p: &Option<Pending>| p.as_ref().filter(|p| p.token == token).cloned();
-    loop {
+    let (p, _lock) = loop {
         let Some(p) = ours(&state.pending()?) else {
             println!("{} watchdog {me}: confirmed; nothing to do", stamp());
             return Ok(());
         };
         let now = now_ms();
-        if now >= p.deadline_ms {
-            break;
+        if now < p.deadline_ms {
+            std::thread::sleep(Duration::from_millis((p.deadline_ms - now).min(250)));
+            continue;
         }
-        std::thread::sleep(Duration::from_millis((p.deadline_ms - now).min(250)));
-    }
-    let _lock = state.lock()?;
-    // A confirm may have won the race for the lock.
-    let Some(p) = ours(&state.pending()?) else {
-        println!("{} watchdog {me}: confirmed; nothing to do", stamp());
-        return Ok(());
+        // The load may still be applying (it holds the lock) and restart
+        // the clock when done, or a confirm may win the lock: decide again
+        // under it.
+        let lock = state.lock()?;
+        match ours(&state.pending()?) {
+            Some(p) if now_ms() >= p.deadline_ms => break (p, lock),
+            _ => {}
+        }
     };
     println!(
         "{} watchdog {me}: policy {} was not confirmed in time: rolling back",
