@@ -198,6 +198,8 @@ struct Src<'a> {
     file: &'a str,
     text: &'a str,
     base: Option<&'a Path>,
+    /// Reads a set file, its path already resolved against `base`.
+    read_set: &'a dyn Fn(&Path) -> Result<String, String>,
     /// Byte offset of the start of every line: a rule's line is a binary
     /// search, where counting newlines from the top for every rule made a
     /// 10 000-rule policy take seconds.
@@ -221,7 +223,7 @@ impl Src<'_> {
 /// # Errors
 /// A `PolicyError` pointing at the first problem found.
 pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
-    parse_in(text, file, None)
+    parse_in(text, file, None, &read_set_file_from_disk)
 }
 
 /// Parse `text` read from `path`: set files are relative to its directory.
@@ -230,14 +232,34 @@ pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
 /// A `PolicyError` pointing at the first problem found.
 pub fn parse_file(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let name = path.display().to_string();
-    parse_in(text, &name, path.parent())
+    parse_in(text, &name, path.parent(), &read_set_file_from_disk)
+}
+
+/// Parse `text` as `parse` does, but read set files (`{ file = "…" }`)
+/// through `read`, which gets the path as written and returns the file's
+/// text or why it cannot. The fuzz targets use it so that arbitrary
+/// policies read no file of the machine (`/dev/zero`, `/proc/kcore` …).
+///
+/// # Errors
+/// A `PolicyError` pointing at the first problem found.
+pub fn parse_with_set_files(
+    text: &str,
+    file: &str,
+    read: &dyn Fn(&Path) -> Result<String, String>,
+) -> Result<Policy, PolicyError> {
+    parse_in(text, file, None, read)
 }
 
 #[expect(
     clippy::too_many_lines,
     reason = "one step per top-level key, in file order"
 )]
-fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
+fn parse_in(
+    text: &str,
+    file: &str,
+    base: Option<&Path>,
+    read_set: &dyn Fn(&Path) -> Result<String, String>,
+) -> Result<Policy, PolicyError> {
     let line_starts = std::iter::once(0)
         .chain(text.match_indices('\n').map(|(i, _)| i + 1))
         .collect();
@@ -245,6 +267,7 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
         file,
         text,
         base,
+        read_set,
         line_starts,
     };
     let raw: RawPolicy = toml::from_str(text).map_err(|e| {
@@ -418,19 +441,7 @@ fn read_set_file(
             "the path is relative to the policy file; one address or prefix per line, `#` starts a comment",
         )
     };
-    // A device or a pipe could be read forever: only a regular file of a
-    // size the address tries can hold is a set.
-    let meta = std::fs::metadata(&path).map_err(|e| cannot(&e))?;
-    if !meta.is_file() {
-        return Err(cannot(&"it is not a regular file"));
-    }
-    if meta.len() > SET_FILE_MAX_BYTES {
-        return Err(cannot(&format!(
-            "it has {} bytes; fw reads at most {SET_FILE_MAX_BYTES}",
-            meta.len()
-        )));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| cannot(&e))?;
+    let text = (src.read_set)(&path).map_err(|e| cannot(&e))?;
     let mut nets = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let item = line.split('#').next().unwrap_or("").trim();
@@ -447,6 +458,23 @@ fn read_set_file(
         nets.push(net);
     }
     Ok(nets)
+}
+
+/// The text of the set file at `path`, or why it cannot be read.
+fn read_set_file_from_disk(path: &Path) -> Result<String, String> {
+    // A device or a pipe could be read forever: only a regular file of a
+    // size the address tries can hold is a set.
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if meta.len() > SET_FILE_MAX_BYTES {
+        return Err(format!(
+            "it has {} bytes; fw reads at most {SET_FILE_MAX_BYTES}",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 fn verdict(src: &Src, v: &Spanned<String>, key: &str) -> Result<Verdict, PolicyError> {

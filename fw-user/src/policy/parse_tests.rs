@@ -623,3 +623,26 @@ fn set_files_must_be_regular_files() {
     let e = err("[sets]\nx = { file = \"/\" }\n");
     assert!(e.contains("not a regular file"), "{e}");
 }
+
+#[test]
+fn set_files_can_come_from_the_caller_instead_of_the_disk() {
+    let read = |path: &Path| match path.to_str() {
+        Some("list.txt") => Ok("192.0.2.0/24 # web\n2001:db8::/32\n".to_string()),
+        _ => Err("no such file here".to_string()),
+    };
+    let text = "[sets]\nx = { file = \"list.txt\" }\n";
+    let p = parse_with_set_files(text, "t.toml", &read).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.sets["x"].len(), 2);
+    // An absolute path goes to the reader too, never to the disk.
+    let e = parse_with_set_files(
+        "[sets]\nx = { file = \"/etc/hostname\" }\n",
+        "t.toml",
+        &read,
+    )
+    .expect_err("the reader knows no such file")
+    .to_string();
+    assert!(
+        e.contains("t.toml:2:") && e.contains("cannot read `/etc/hostname`: no such file here"),
+        "{e}"
+    );
+}
