@@ -11,7 +11,7 @@ mod parse;
 
 use std::{collections::BTreeMap, fmt};
 
-pub use compile::{ChainTables, CompiledPolicy, compile};
+pub use compile::{AddrEntry, ChainTables, CompiledPolicy, compile};
 use fw_common::{
     conntrack::{DEFAULT_TIMEOUTS, Timeouts},
     ipproto,
