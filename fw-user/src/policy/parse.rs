@@ -276,7 +276,7 @@ fn parse_in(
             file,
             text,
             start,
-            e.message().trim().to_string(),
+            toml_message(&e, text, start),
             "docs/policy.md lists every key fw understands",
         )
     })?;
@@ -404,6 +404,30 @@ fn parse_in(
         forward,
         hash: fingerprint(text),
     })
+}
+
+/// The TOML parser's message on one line (some span several, which would
+/// break the `file:line:column: message` form); where it has none (a
+/// control character in a comment), what is at `offset`.
+fn toml_message(e: &toml::de::Error, text: &str, offset: usize) -> String {
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !message.is_empty() {
+        return message;
+    }
+    match text.get(offset..).and_then(|t| t.chars().next()) {
+        Some(c) if c.is_control() => format!(
+            "control character U+{:04X} is not allowed here, not even in a comment",
+            u32::from(c)
+        ),
+        Some(c) => format!("unexpected {c:?}"),
+        None => "unexpected end of file".to_string(),
+    }
 }
 
 const NET_HINT: &str =

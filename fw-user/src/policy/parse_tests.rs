@@ -646,3 +646,19 @@ fn set_files_can_come_from_the_caller_instead_of_the_disk() {
         "{e}"
     );
 }
+
+#[test]
+fn toml_errors_always_have_a_one_line_message() {
+    // Found by fuzzing: the TOML parser gives no message for a control
+    // character in a comment, and some messages span lines.
+    let e = parse("# a\u{1}b\n", "t.toml").expect_err("control character");
+    assert_eq!((e.line, e.column), (1, 4));
+    assert!(
+        e.message.contains("control character U+0001"),
+        "{}",
+        e.message
+    );
+    let e = parse("[[input\n", "t.toml").expect_err("unclosed header");
+    assert!(!e.message.contains('\n'), "{:?}", e.message);
+    assert!(e.message.contains("invalid table header"), "{}", e.message);
+}
