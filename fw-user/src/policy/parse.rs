@@ -26,7 +26,7 @@ use crate::error::PolicyError;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
-    interfaces: Option<Vec<Spanned<String>>>,
+    interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     defaults: Option<RawDefaults>,
     stateful: Option<RawStateful>,
     conntrack: Option<RawConntrack>,
@@ -131,7 +131,10 @@ impl RawConntrack {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a list of addresses and prefixes, or { file = \"path\" }"
+)]
 enum RawSet {
     List(Vec<String>),
     File { file: String },
@@ -163,7 +166,7 @@ struct RawRule {
 
 /// A value written as a name or a number.
 #[derive(Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a name (a string) or a whole number")]
 enum RawWord {
     Number(i64),
     Text(String),
@@ -171,7 +174,10 @@ enum RawWord {
 
 /// One value or a list of them.
 #[derive(Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected one value or a list of them: whole numbers or strings for ports and ICMP types, strings for everything else"
+)]
 enum RawList<T> {
     One(T),
     Many(Vec<T>),
@@ -187,7 +193,10 @@ impl<T: Clone> RawList<T> {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected \"syn\" or { mask = [\"syn\", \"ack\"], set = [\"syn\"] }"
+)]
 enum RawTcpFlags {
     Named(String),
     Mask { mask: Vec<String>, set: Vec<String> },
@@ -284,9 +293,11 @@ fn parse_in(
     let interfaces = match raw.interfaces {
         None => None,
         Some(list) => {
+            let span = list.span();
+            let list = list.into_inner();
             if list.is_empty() {
                 return Err(src.err(
-                    0..0,
+                    span,
                     "`interfaces` is empty, so the firewall would guard nothing",
                     "list at least one interface, or remove the key to guard every interface that is up",
                 ));

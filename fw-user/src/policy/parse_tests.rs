@@ -647,6 +647,64 @@ fn set_files_can_come_from_the_caller_instead_of_the_disk() {
     );
 }
 
+/// The malformed corpus: every file in `testdata/malformed` must fail with
+/// an error at the line its `# expect: line N` names and containing each
+/// of its other `# expect:` fragments. The netns suite loads the same
+/// files into a running firewall, which must stay as it was.
+#[test]
+fn every_malformed_policy_fails_at_its_line_with_its_message() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy/testdata/malformed");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "only {} malformed policies", files.len());
+    let mut wrong = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let expects: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        let line: usize = expects
+            .iter()
+            .find_map(|e| e.strip_prefix("line "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no `# expect: line N`", path.display()));
+        let e = match parse_file(&text, path) {
+            Ok(_) => {
+                wrong.push(format!("{}: parsed", path.display()));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let shown = e.to_string();
+        let at = format!("{}:{line}:", path.display());
+        let fragments = expects.iter().filter(|e| !e.starts_with("line "));
+        if e.line != line || !shown.starts_with(&at) {
+            wrong.push(format!("expected line {line}, got:\n{shown}"));
+        } else if let Some(f) = fragments.into_iter().find(|f| !shown.contains(*f)) {
+            wrong.push(format!("expected `{f}` in:\n{shown}"));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n\n"));
+}
+
+#[test]
+fn an_empty_policy_is_the_defaults() {
+    // Valid on purpose: the documented defaults (inbound and forwarded
+    // dropped, outbound accepted), so `load` of an empty file is a
+    // strict firewall, and the lockout guard still judges it.
+    for text in ["", "\n", "# nothing yet\n"] {
+        let p = ok(text);
+        assert_eq!(p.input.len() + p.output.len() + p.forward.len(), 0);
+        assert_eq!(p.defaults.input, Verdict::Drop);
+        assert_eq!(p.defaults.output, Verdict::Accept);
+    }
+}
+
 #[test]
 fn toml_errors_always_have_a_one_line_message() {
     // Found by fuzzing: the TOML parser gives no message for a control
