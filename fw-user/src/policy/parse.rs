@@ -1142,14 +1142,21 @@ fn rate(
             ));
         }
     };
+    // The limiter counts whole nanoseconds between matches; a zero
+    // interval would also divide by zero wherever the rate is shown.
+    let interval_ns = unit_ns / n;
+    if interval_ns == 0 {
+        return Err(src.err(
+            l.span(),
+            format!("`{key}` \"{text}\" is faster than one a nanosecond, which fw cannot measure"),
+            "write at most \"1000000000/second\", or remove the limit to match every packet",
+        ));
+    }
     let burst = match burst_value {
         None => 5,
         Some(b) => burst(src, b, burst_key)?,
     };
-    Ok(super::Limit {
-        interval_ns: unit_ns / n,
-        burst,
-    })
+    Ok(super::Limit { interval_ns, burst })
 }
 
 /// A burst: 1 to 10000.

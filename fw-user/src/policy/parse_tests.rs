@@ -720,3 +720,21 @@ fn toml_errors_always_have_a_one_line_message() {
     assert!(!e.message.contains('\n'), "{:?}", e.message);
     assert!(e.message.contains("invalid table header"), "{}", e.message);
 }
+
+#[test]
+fn a_rate_faster_than_one_a_nanosecond_is_an_error() {
+    // 2e9/second made an interval of 0 ns: `status` and the compiler then
+    // divided by it when printing the rule.
+    let e =
+        err("[[input]]\nproto = \"icmp\"\nlimit = \"2000000000/second\"\naction = \"accept\"\n");
+    assert!(
+        e.contains("t.toml:3:9: `limit` \"2000000000/second\" is faster than one a nanosecond"),
+        "{e}"
+    );
+    let e = err("[log]\nrate = \"86400000000001/day\"\n");
+    assert!(e.contains("t.toml:2:8: `rate`"), "{e}");
+    // The fastest rate fw measures still describes itself.
+    let p = ok("[[input]]\nlimit = \"1000000000/second\"\naction = \"accept\"\n");
+    assert_eq!(p.input[0].limit.map(|l| l.interval_ns), Some(1));
+    assert!(p.input[0].to_string().contains("limit 1000000000/second"));
+}
