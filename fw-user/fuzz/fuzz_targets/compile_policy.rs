@@ -74,7 +74,15 @@ fuzz_target!(|data: &[u8]| {
 
 /// Rule `i` of `chain` against the tables, one field at a time.
 fn check_rule(c: &CompiledPolicy, chain: Chain, i: usize, rule: &Rule) {
-    let has = |slot: u32| c.class_bitmap(c.table_class(chain, slot)).has(i);
+    // Decoding a class is 256 words: once per class, not per slot.
+    let decoded = std::cell::RefCell::new(std::collections::HashMap::new());
+    let has = |slot: u32| {
+        let class = c.table_class(chain, slot);
+        *decoded
+            .borrow_mut()
+            .entry(class)
+            .or_insert_with(|| c.class_bitmap(class).has(i))
+    };
     check_ports(&has, table::SPORT, &rule.sport, rule);
     check_ports(&has, table::DPORT, &rule.dport, rule);
     for p in [0, 1, 6, 17, 58, 255].into_iter().chain(rule.proto) {
@@ -83,7 +91,11 @@ fn check_rule(c: &CompiledPolicy, chain: Chain, i: usize, rule: &Rule) {
     }
     for f in 0..=255u8 {
         let want = rule.tcp_flags.is_none_or(|m| f & m.mask == m.comp);
-        assert_eq!(has(table::TCP_FLAGS + u32::from(f)), want, "flags {f:#x}: {rule}");
+        assert_eq!(
+            has(table::TCP_FLAGS + u32::from(f)),
+            want,
+            "flags {f:#x}: {rule}"
+        );
     }
     for s in [
         PacketState::New,
@@ -98,8 +110,16 @@ fn check_rule(c: &CompiledPolicy, chain: Chain, i: usize, rule: &Rule) {
         let listed = rule.icmp_type.is_empty() || rule.icmp_type.contains(&t);
         let v4 = listed && (rule.icmp_type.is_empty() || rule.proto == Some(1));
         let v6 = listed && (rule.icmp_type.is_empty() || rule.proto == Some(58));
-        assert_eq!(has(table::ICMP4_TYPE + u32::from(t)), v4, "icmp {t}: {rule}");
-        assert_eq!(has(table::ICMP6_TYPE + u32::from(t)), v6, "icmpv6 {t}: {rule}");
+        assert_eq!(
+            has(table::ICMP4_TYPE + u32::from(t)),
+            v4,
+            "icmp {t}: {rule}"
+        );
+        assert_eq!(
+            has(table::ICMP6_TYPE + u32::from(t)),
+            v6,
+            "icmpv6 {t}: {rule}"
+        );
     }
     let tables = &c.chains[chain as usize];
     check_addresses(c, &tables.src, i, rule, rule.src.as_ref());
@@ -147,9 +167,15 @@ fn check_addresses(
     m: Option<&AddrMatch>,
 ) {
     for v6 in [false, true] {
-        let family = if v6 { fw_common::family::IPV6 } else { fw_common::family::IPV4 };
+        let family = if v6 {
+            fw_common::family::IPV6
+        } else {
+            fw_common::family::IPV4
+        };
         assert!(
-            entries.iter().any(|e| e.family == family && e.prefix_len == 0),
+            entries
+                .iter()
+                .any(|e| e.family == family && e.prefix_len == 0),
             "no root entry"
         );
     }
@@ -166,13 +192,19 @@ fn check_addresses(
             .max_by_key(|e| e.prefix_len)
             .expect("the root entry holds every address");
         let want = allowed && !m.negated;
-        assert_eq!(c.class_bitmap(longest.class).has(i), want, "address {addr}: {rule}");
+        assert_eq!(
+            c.class_bitmap(longest.class).has(i),
+            want,
+            "address {addr}: {rule}"
+        );
     }
 }
 
 fn entry_net(e: &fw_user::policy::AddrEntry) -> IpNet {
     let addr: std::net::IpAddr = if e.family == fw_common::family::IPV4 {
-        <[u8; 4]>::try_from(&e.addr[..4]).expect("four bytes").into()
+        <[u8; 4]>::try_from(&e.addr[..4])
+            .expect("four bytes")
+            .into()
     } else {
         e.addr.into()
     };
