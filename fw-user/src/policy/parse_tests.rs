@@ -673,12 +673,9 @@ fn every_malformed_policy_fails_at_its_line_with_its_message() {
             .find_map(|e| e.strip_prefix("line "))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{}: no `# expect: line N`", path.display()));
-        let e = match parse_file(&text, path) {
-            Ok(_) => {
-                wrong.push(format!("{}: parsed", path.display()));
-                continue;
-            }
-            Err(e) => e,
+        let Err(e) = parse_file(&text, path) else {
+            wrong.push(format!("{}: parsed", path.display()));
+            continue;
         };
         let shown = e.to_string();
         let at = format!("{}:{line}:", path.display());
