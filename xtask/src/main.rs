@@ -6,6 +6,7 @@
 //! which is what `setup` installs.
 
 mod bench;
+mod fuzz;
 mod kernels;
 mod setup;
 mod vm;
@@ -24,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install every prerequisite (Debian packages, nightly rust-src,
-    /// bpf-linker); skips what is present.
+    /// bpf-linker, cargo-fuzz); skips what is present.
     Setup,
     /// Build the kernel programs and fw-user.
     Build {
@@ -39,11 +40,12 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run every test (needs root): the host unit tests, then the privileged
-    /// suite (`BPF_PROG_TEST_RUN` verdict tables, netns traffic tests,
-    /// scenarios) on this machine's kernel in namespaces and inside a QEMU VM
-    /// on each Debian kernel. Arguments after `--` go to every test binary,
-    /// e.g. a test name filter.
+    /// Run every test (needs root): the host unit tests, the fuzz targets
+    /// for a bounded time, then the privileged suite (`BPF_PROG_TEST_RUN`
+    /// verdict tables, netns traffic tests, scenarios) on this machine's
+    /// kernel in namespaces and inside a QEMU VM on each Debian kernel.
+    /// Arguments after `--` go to every test binary, e.g. a test name
+    /// filter.
     Test {
         /// Where the privileged suite runs: `host` (this kernel, in
         /// namespaces), a Debian series (`6.1`, `6.12`: the newest image,
@@ -55,7 +57,8 @@ enum Command {
         #[arg(long, conflicts_with = "kernels")]
         no_vm: bool,
         /// Run only these suites of the privileged tests (file names in
-        /// tests/tests, e.g. `verdict_policy`); skips the host unit tests.
+        /// tests/tests, e.g. `verdict_policy`); skips the host unit tests
+        /// and fuzzing.
         #[arg(long = "test", value_name = "SUITE")]
         suites: Vec<String>,
         /// Minutes a VM may run before it is killed as hung.
@@ -66,8 +69,28 @@ enum Command {
         /// or `auto`: all with KVM, compat when emulating.
         #[arg(long, value_enum, default_value = "auto")]
         vm_suite: workspace::VmSuite,
+        /// Seconds each fuzz target runs (`cargo xtask fuzz`); a full run
+        /// fuzzes after the host unit tests.
+        #[arg(long, value_name = "SECS", default_value_t = 50)]
+        fuzz_time: u64,
+        /// Do not fuzz.
+        #[arg(long)]
+        no_fuzz: bool,
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Run the cargo-fuzz targets of fw-user/fuzz (policy parser, policy
+    /// compiler, iptables-save import), each for a bounded time from its
+    /// seeds; fails on a finding and names its reproducer. Needs nightly
+    /// and cargo-fuzz, which `setup` installs.
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        time: u64,
+        /// Only this target (repeatable): `parse_policy`, `compile_policy`,
+        /// `import`.
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
     },
     /// Measure fw beside iptables, nftables, ipset, xdp-filter and bare XDP
     /// programs (needs root; everything runs in namespaces it creates):
@@ -112,6 +135,8 @@ fn main() -> Result<()> {
             suites,
             vm_timeout,
             vm_suite,
+            fuzz_time,
+            no_fuzz,
             args,
         } => {
             setup::run()?;
@@ -131,13 +156,21 @@ fn main() -> Result<()> {
                     .map(|k| kernels::Spec::parse(k))
                     .collect::<Result<_>>()?
             };
+            // Only a full run fuzzes: `--test SUITE` is for iterating on
+            // one suite.
+            let fuzz_secs = (suites.is_empty() && !no_fuzz && fuzz_time > 0).then_some(fuzz_time);
             workspace::test(&workspace::TestPlan {
                 kernels,
                 suites,
                 vm_timeout: std::time::Duration::from_secs(vm_timeout * 60),
                 vm_suite,
+                fuzz_secs,
                 harness_args: args,
             })
+        }
+        Command::Fuzz { time, targets } => {
+            setup::run()?;
+            workspace::fuzz(time, &targets)
         }
         Command::Bench {
             quick,

@@ -1,4 +1,4 @@
-//! Idempotent installation of what building and testing fw needs. Each step
+//! Idempotent installation of what building, testing and fuzzing fw needs. Each step
 //! says what it checks and what it does; where it cannot act (not root, not
 //! Debian) it prints the exact commands to run instead.
 
@@ -92,8 +92,9 @@ pub fn run() -> Result<()> {
         ]))
         .lines()
         .any(|l| l.starts_with("rust-src"));
-    if missing.is_empty() && linker_ok && rust_src_ok {
-        say("prerequisites present (Debian packages, nightly + rust-src, bpf-linker)");
+    let fuzz_ok = cargo_fuzz_present();
+    if missing.is_empty() && linker_ok && rust_src_ok && fuzz_ok {
+        say("prerequisites present (Debian packages, nightly + rust-src, bpf-linker, cargo-fuzz)");
         return Ok(());
     }
 
@@ -152,6 +153,12 @@ pub fn run() -> Result<()> {
         )?;
     }
 
+    install_cargo_tools(linker_ok, fuzz_ok)
+}
+
+/// What `cargo install` brings: bpf-linker (built against Debian's LLVM)
+/// and cargo-fuzz.
+fn install_cargo_tools(linker_ok: bool, fuzz_ok: bool) -> Result<()> {
     if linker_ok {
         say("bpf-linker present");
     } else {
@@ -169,5 +176,19 @@ pub fn run() -> Result<()> {
                 .env("LLVM_PREFIX", LLVM_PREFIX),
         )?;
     }
+
+    if fuzz_ok {
+        say("cargo-fuzz present");
+    } else {
+        run_step(
+            "installing cargo-fuzz for the fuzz targets in fw-user/fuzz (about two minutes)",
+            Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
+        )?;
+    }
     Ok(())
+}
+
+/// Is `cargo fuzz` (the cargo-fuzz subcommand) installed?
+fn cargo_fuzz_present() -> bool {
+    quiet_ok(Command::new("cargo").args(["fuzz", "--version"]))
 }

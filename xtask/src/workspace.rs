@@ -76,6 +76,9 @@ pub struct TestPlan {
     pub vm_timeout: std::time::Duration,
     /// What the VMs run: everything, or the `VM_COMPAT` selection.
     pub vm_suite: VmSuite,
+    /// Seconds each fuzz target runs after the host unit tests; `None`:
+    /// no fuzzing.
+    pub fuzz_secs: Option<u64>,
     /// Passed to every test binary (name filters, `--nocapture` …).
     pub harness_args: Vec<String>,
 }
@@ -174,6 +177,13 @@ pub fn test(plan: &TestPlan) -> Result<()> {
             totals,
         });
     }
+    if let Some(secs) = plan.fuzz_secs {
+        eprintln!(
+            "[xtask] fuzzing: {} targets for {secs} s each (`--no-fuzz` skips, `--fuzz-time` sets the time)",
+            crate::fuzz::target_count()
+        );
+        results.push(fuzz_result(crate::fuzz::run(&root(), secs, &[]), secs));
+    }
     // Fetch every kernel before the long runs, so a download problem shows
     // at once.
     let mut targets = Vec::new();
@@ -205,6 +215,50 @@ pub fn test(plan: &TestPlan) -> Result<()> {
         results.push(result);
     }
     report(&results)
+}
+
+/// A bounded fuzzing run as a row of the closing table: a target that
+/// found nothing passed.
+fn fuzz_result(run: Result<crate::fuzz::Outcome>, secs: u64) -> KernelResult {
+    let mut result = KernelResult {
+        label: format!("fuzz targets ({secs} s each)"),
+        totals: Totals::default(),
+        broke: None,
+    };
+    match run {
+        Err(e) => result.broke = Some(format!("{e:#}")),
+        Ok(outcome) => {
+            result.totals.passed = outcome.clean.len() as u64;
+            result.totals.failed = outcome.findings.len() as u64;
+            for (target, found) in &outcome.findings {
+                eprintln!("[xtask] fuzz target {target} found a problem: {found}");
+            }
+        }
+    }
+    result
+}
+
+/// `cargo xtask fuzz`: every target (or `only`) for `secs` seconds each.
+pub fn fuzz(secs: u64, only: &[String]) -> Result<()> {
+    let outcome = crate::fuzz::run(&root(), secs, only)?;
+    for target in &outcome.clean {
+        println!("fuzz {target}: nothing found in {secs} s");
+    }
+    for (target, found) in &outcome.findings {
+        println!("fuzz {target}: FOUND: {found}");
+    }
+    println!(
+        "fuzz: {} passed, {} failed",
+        outcome.clean.len(),
+        outcome.findings.len()
+    );
+    if !outcome.findings.is_empty() {
+        bail!(
+            "fuzzing found problems in {} target(s)",
+            outcome.findings.len()
+        );
+    }
+    Ok(())
 }
 
 /// The closing table: every kernel's totals together, failures named by

@@ -578,32 +578,44 @@ fn port_field(
     intern: &mut impl FnMut(Bits) -> Result<u16, PolicyError>,
 ) -> Result<(), PolicyError> {
     let any = rules_where(rules, |r| pick(r).is_empty());
-    // Sweep the port line: +1 where a rule's range starts, -1 past its end.
-    let mut events: Vec<Vec<(usize, i32)>> = vec![Vec::new(); 65_537];
+    // Sweep the port line: +1 where a rule's range starts, -1 past its end,
+    // visiting only the ports where something changes and filling the
+    // stretches between them (a loop over all 65536 ports with a list each
+    // cost more than the rest of a small policy's compilation).
+    let mut events: Vec<(usize, usize, i32)> = Vec::new();
     for (i, r) in rules.iter().enumerate() {
         for range in pick(r) {
-            events[usize::from(range.first)].push((i, 1));
-            events[usize::from(range.last) + 1].push((i, -1));
+            events.push((usize::from(range.first), i, 1));
+            events.push((usize::from(range.last) + 1, i, -1));
         }
     }
+    // Within one port the order does not matter: each rule ends at the
+    // depth all its events there add up to.
+    events.sort_unstable_by_key(|&(port, _, _)| port);
     let mut depth = vec![0i32; rules.len()];
     let mut current = any.clone();
     let mut class = intern(current.clone())?;
-    for (port, slot) in out.iter_mut().enumerate() {
-        if !events[port].is_empty() {
-            for &(i, d) in &events[port] {
-                depth[i] += d;
-                if depth[i] > 0 {
-                    current.set(i);
-                } else {
-                    current.clear(i);
-                }
-            }
-            current = or(&current, &any);
-            class = intern(current.clone())?;
+    let mut start = 0;
+    let mut next = events.iter().peekable();
+    while let Some(&&(port, _, _)) = next.peek() {
+        if port >= out.len() {
+            // Past 65535: ranges that end at the last port.
+            break;
         }
-        *slot = class;
+        out[start..port].fill(class);
+        while let Some((_, i, d)) = next.next_if(|e| e.0 == port) {
+            depth[*i] += d;
+            if depth[*i] > 0 {
+                current.set(*i);
+            } else {
+                current.clear(*i);
+            }
+        }
+        current = or(&current, &any);
+        class = intern(current.clone())?;
+        start = port;
     }
+    out[start..].fill(class);
     Ok(())
 }
 

@@ -11,7 +11,7 @@ mod parse;
 
 use std::{collections::BTreeMap, fmt};
 
-pub use compile::{ChainTables, CompiledPolicy, compile};
+pub use compile::{AddrEntry, ChainTables, CompiledPolicy, compile};
 use fw_common::{
     conntrack::{DEFAULT_TIMEOUTS, Timeouts},
     ipproto,
@@ -19,7 +19,7 @@ use fw_common::{
     policy::{PacketState, RejectWith},
 };
 use ipnet::IpNet;
-pub use parse::{line_col as line_col_of, parse, parse_file};
+pub use parse::{line_col as line_col_of, parse, parse_file, parse_with_set_files};
 
 /// The policy `fw-user load` uses when no file is given.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");

@@ -26,7 +26,7 @@ use crate::error::PolicyError;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
-    interfaces: Option<Vec<Spanned<String>>>,
+    interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     defaults: Option<RawDefaults>,
     stateful: Option<RawStateful>,
     conntrack: Option<RawConntrack>,
@@ -131,7 +131,10 @@ impl RawConntrack {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a list of addresses and prefixes, or { file = \"path\" }"
+)]
 enum RawSet {
     List(Vec<String>),
     File { file: String },
@@ -163,7 +166,7 @@ struct RawRule {
 
 /// A value written as a name or a number.
 #[derive(Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a name (a string) or a whole number")]
 enum RawWord {
     Number(i64),
     Text(String),
@@ -171,7 +174,10 @@ enum RawWord {
 
 /// One value or a list of them.
 #[derive(Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected one value or a list of them: whole numbers or strings for ports and ICMP types, strings for everything else"
+)]
 enum RawList<T> {
     One(T),
     Many(Vec<T>),
@@ -187,7 +193,10 @@ impl<T: Clone> RawList<T> {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected \"syn\" or { mask = [\"syn\", \"ack\"], set = [\"syn\"] }"
+)]
 enum RawTcpFlags {
     Named(String),
     Mask { mask: Vec<String>, set: Vec<String> },
@@ -198,6 +207,8 @@ struct Src<'a> {
     file: &'a str,
     text: &'a str,
     base: Option<&'a Path>,
+    /// Reads a set file, its path already resolved against `base`.
+    read_set: &'a dyn Fn(&Path) -> Result<String, String>,
     /// Byte offset of the start of every line: a rule's line is a binary
     /// search, where counting newlines from the top for every rule made a
     /// 10 000-rule policy take seconds.
@@ -221,7 +232,7 @@ impl Src<'_> {
 /// # Errors
 /// A `PolicyError` pointing at the first problem found.
 pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
-    parse_in(text, file, None)
+    parse_in(text, file, None, &read_set_file_from_disk)
 }
 
 /// Parse `text` read from `path`: set files are relative to its directory.
@@ -230,14 +241,34 @@ pub fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
 /// A `PolicyError` pointing at the first problem found.
 pub fn parse_file(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let name = path.display().to_string();
-    parse_in(text, &name, path.parent())
+    parse_in(text, &name, path.parent(), &read_set_file_from_disk)
+}
+
+/// Parse `text` as `parse` does, but read set files (`{ file = "…" }`)
+/// through `read`, which gets the path as written and returns the file's
+/// text or why it cannot. The fuzz targets use it so that arbitrary
+/// policies read no file of the machine (`/dev/zero`, `/proc/kcore` …).
+///
+/// # Errors
+/// A `PolicyError` pointing at the first problem found.
+pub fn parse_with_set_files(
+    text: &str,
+    file: &str,
+    read: &dyn Fn(&Path) -> Result<String, String>,
+) -> Result<Policy, PolicyError> {
+    parse_in(text, file, None, read)
 }
 
 #[expect(
     clippy::too_many_lines,
     reason = "one step per top-level key, in file order"
 )]
-fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
+fn parse_in(
+    text: &str,
+    file: &str,
+    base: Option<&Path>,
+    read_set: &dyn Fn(&Path) -> Result<String, String>,
+) -> Result<Policy, PolicyError> {
     let line_starts = std::iter::once(0)
         .chain(text.match_indices('\n').map(|(i, _)| i + 1))
         .collect();
@@ -245,6 +276,7 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
         file,
         text,
         base,
+        read_set,
         line_starts,
     };
     let raw: RawPolicy = toml::from_str(text).map_err(|e| {
@@ -253,7 +285,7 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
             file,
             text,
             start,
-            e.message().trim().to_string(),
+            toml_message(&e, text, start),
             "docs/policy.md lists every key fw understands",
         )
     })?;
@@ -261,9 +293,11 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
     let interfaces = match raw.interfaces {
         None => None,
         Some(list) => {
+            let span = list.span();
+            let list = list.into_inner();
             if list.is_empty() {
                 return Err(src.err(
-                    0..0,
+                    span,
                     "`interfaces` is empty, so the firewall would guard nothing",
                     "list at least one interface, or remove the key to guard every interface that is up",
                 ));
@@ -383,6 +417,30 @@ fn parse_in(text: &str, file: &str, base: Option<&Path>) -> Result<Policy, Polic
     })
 }
 
+/// The TOML parser's message on one line (some span several, which would
+/// break the `file:line:column: message` form); where it has none (a
+/// control character in a comment), what is at `offset`.
+fn toml_message(e: &toml::de::Error, text: &str, offset: usize) -> String {
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !message.is_empty() {
+        return message;
+    }
+    match text.get(offset..).and_then(|t| t.chars().next()) {
+        Some(c) if c.is_control() => format!(
+            "control character U+{:04X} is not allowed here, not even in a comment",
+            u32::from(c)
+        ),
+        Some(c) => format!("unexpected {c:?}"),
+        None => "unexpected end of file".to_string(),
+    }
+}
+
 const NET_HINT: &str =
     "write an address like \"192.0.2.10\" or \"2001:db8::10\", or a prefix like \"192.0.2.0/24\"";
 
@@ -418,19 +476,7 @@ fn read_set_file(
             "the path is relative to the policy file; one address or prefix per line, `#` starts a comment",
         )
     };
-    // A device or a pipe could be read forever: only a regular file of a
-    // size the address tries can hold is a set.
-    let meta = std::fs::metadata(&path).map_err(|e| cannot(&e))?;
-    if !meta.is_file() {
-        return Err(cannot(&"it is not a regular file"));
-    }
-    if meta.len() > SET_FILE_MAX_BYTES {
-        return Err(cannot(&format!(
-            "it has {} bytes; fw reads at most {SET_FILE_MAX_BYTES}",
-            meta.len()
-        )));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| cannot(&e))?;
+    let text = (src.read_set)(&path).map_err(|e| cannot(&e))?;
     let mut nets = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let item = line.split('#').next().unwrap_or("").trim();
@@ -447,6 +493,23 @@ fn read_set_file(
         nets.push(net);
     }
     Ok(nets)
+}
+
+/// The text of the set file at `path`, or why it cannot be read.
+fn read_set_file_from_disk(path: &Path) -> Result<String, String> {
+    // A device or a pipe could be read forever: only a regular file of a
+    // size the address tries can hold is a set.
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if meta.len() > SET_FILE_MAX_BYTES {
+        return Err(format!(
+            "it has {} bytes; fw reads at most {SET_FILE_MAX_BYTES}",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 fn verdict(src: &Src, v: &Spanned<String>, key: &str) -> Result<Verdict, PolicyError> {
@@ -1079,14 +1142,21 @@ fn rate(
             ));
         }
     };
+    // The limiter counts whole nanoseconds between matches; a zero
+    // interval would also divide by zero wherever the rate is shown.
+    let interval_ns = unit_ns / n;
+    if interval_ns == 0 {
+        return Err(src.err(
+            l.span(),
+            format!("`{key}` \"{text}\" is faster than one a nanosecond, which fw cannot measure"),
+            "write at most \"1000000000/second\", or remove the limit to match every packet",
+        ));
+    }
     let burst = match burst_value {
         None => 5,
         Some(b) => burst(src, b, burst_key)?,
     };
-    Ok(super::Limit {
-        interval_ns: unit_ns / n,
-        burst,
-    })
+    Ok(super::Limit { interval_ns, burst })
 }
 
 /// A burst: 1 to 10000.
