@@ -166,6 +166,16 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
+    /// What the unit of `fw-user install` runs at boot: `load POLICY
+    /// --detach --all-interfaces --force`, but a missing or invalid POLICY
+    /// loads the built-in safe policy instead (and still fails).
+    Boot {
+        /// The saved policy.
+        #[arg(default_value = "/etc/fw/policy.toml")]
+        policy: PathBuf,
+        #[command(flatten)]
+        pin: PinArg,
+    },
     /// Detach the firewall from every interface and remove its maps.
     Unload {
         #[command(flatten)]

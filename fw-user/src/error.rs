@@ -114,6 +114,11 @@ pub enum Error {
     Lockout(String),
 
     #[error(
+        "the saved policy `{}` could not be loaded at boot, so the built-in safe policy runs instead (loopback, established and SSH in; everything else inbound dropped) (hint: the error above says why; fix the file, `fw-user check` it, then `systemctl restart fw`)", policy.display()
+    )]
+    BootFallback { policy: PathBuf },
+
+    #[error(
         "nothing to save: `{}` holds no record of a running policy (hint: `fw-user load POLICY` first; a firewall loaded by an older fw-user must be loaded again once)", state.display()
     )]
     NothingToSave { state: PathBuf },

@@ -25,6 +25,7 @@ use cli::{Cli, Command, ConntrackCommand};
 fn join_bpffs(cli: &Cli) -> error::Result<Option<error::Error>> {
     let pin_root = match &cli.command {
         Command::Load { pin, .. }
+        | Command::Boot { pin, .. }
         | Command::Unload { pin }
         | Command::Status { pin, .. }
         | Command::Events { pin, .. }
@@ -45,12 +46,15 @@ fn join_bpffs(cli: &Cli) -> error::Result<Option<error::Error>> {
     let tolerant = matches!(
         &cli.command,
         Command::Load { backend, .. } if *backend != commands::load::Backend::Xdp
-    );
+    ) || matches!(&cli.command, Command::Boot { .. });
     let mut bpffs_problem = None;
     if let Some(root) = pin_root {
         match pin::use_host_bpffs(&root) {
             Ok(Some(note))
-                if matches!(cli.command, Command::Load { .. } | Command::Rollback { .. }) =>
+                if matches!(
+                    cli.command,
+                    Command::Load { .. } | Command::Rollback { .. } | Command::Boot { .. }
+                ) =>
             {
                 println!("fw: {note}");
             }
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> error::Result<()> {
             no_enable,
         } => commands::install::install(&policy, &root, no_enable),
         Command::Uninstall { root } => commands::install::uninstall(&root),
+        Command::Boot { policy, pin } => commands::boot::run(&policy, &pin.layout(), bpffs_problem),
         Command::Confirm { pin } => commands::confirm::run(&pin.layout()),
         Command::Rollback { pin } => commands::rollback::run(&pin.layout()),
         Command::Watchdog { pin, token } => commands::rollback::watchdog(&pin.layout(), token),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod boot;
 pub mod check;
 pub mod confirm;
 pub mod conntrack;
