@@ -233,6 +233,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).map_err(io_err(what()))
 }
 
+/// `write_atomic` for a file every user may read (mode 0644, whatever the
+/// umask): a saved policy and a systemd unit, like the rest of `/etc`.
+///
+/// # Errors
+/// The directory is not writable.
+pub fn write_atomic_readable(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let what = || format!("cannot write `{}`", path.display());
+    let mut f = fs::File::create(&tmp).map_err(io_err(what()))?;
+    f.set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_err(what()))?;
+    f.write_all(bytes).map_err(io_err(what()))?;
+    f.sync_all().map_err(io_err(what()))?;
+    fs::rename(&tmp, path).map_err(io_err(what()))
+}
+
 fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {

@@ -5,12 +5,21 @@
 //! Ordering: `DefaultDependencies=no` and `Before=network-pre.target`
 //! (which `Wants` it, so network managers wait for it) put the load before
 //! any interface is configured; it runs after local file systems are
-//! mounted (the policy and fw-user must be readable). Interfaces exist by
-//! then but are down, so the unit loads with `--all-interfaces`: every
-//! interface but lo, up or not (a policy's `interfaces` still wins).
-//! `--force`: at boot no SSH session exists to protect, and what was
-//! saved must come back. Stopping the unit does not unload the firewall
-//! (fail-static: it is pinned); `systemctl reload fw` loads the file again.
+//! mounted (the policy and fw-user must be readable) and after
+//! `systemd-udev-settle.service`: most NIC drivers are modules that udev
+//! loads on coldplug, and udev gives interfaces their final names, so
+//! before it settles a server's NICs may not exist yet, or not under the
+//! names a policy's `interfaces` uses. (systemd calls settle deprecated
+//! because hardware that appears late is not waited for; for NICs present
+//! at boot it is the one "all of them are here" point before the network.)
+//! Interfaces exist by then but are down, so the unit loads with
+//! `--all-interfaces`: every interface but lo, up or not (a policy's
+//! `interfaces` still wins). It runs `fw-user boot`, which loads the
+//! built-in safe policy if the saved one is missing or invalid (see
+//! `boot`). Stopping the unit does not unload the firewall (fail-static:
+//! it is pinned); `systemctl reload fw` loads the file again as `fw-user
+//! load` does, lockout guard included, and keeps the running policy if the
+//! file is invalid.
 
 use std::{
     fs,
@@ -26,33 +35,27 @@ pub const UNIT_PATH: &str = "etc/systemd/system/fw.service";
 /// The unit text that loads `policy` with the `fw-user` at `binary`.
 #[must_use]
 pub fn unit_text(binary: &Path, policy: &Path) -> String {
-    let load = format!(
-        "{} load {} --detach --all-interfaces --force",
-        binary.display(),
-        policy.display()
-    );
+    let (binary, policy) = (binary.display(), policy.display());
     format!(
         "# Written by `fw-user install`; `fw-user uninstall` removes it.
 [Unit]
 Description=fw stateful host firewall (loads {policy})
 Documentation=https://github.com/fw/fw/blob/main/docs/operations.md
 DefaultDependencies=no
-After=local-fs.target systemd-modules-load.service
+Wants=network-pre.target systemd-udev-settle.service
+After=local-fs.target systemd-modules-load.service systemd-udev-settle.service
 Before=network-pre.target shutdown.target
-Wants=network-pre.target
 Conflicts=shutdown.target
-ConditionPathExists={policy}
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={load}
-ExecReload={load}
+ExecStart={binary} boot {policy}
+ExecReload={binary} load {policy} --detach --all-interfaces
 
 [Install]
 WantedBy=sysinit.target
-",
-        policy = policy.display()
+"
     )
 }
 
@@ -96,7 +99,7 @@ pub fn install(policy: &Path, root: &Path, no_enable: bool) -> Result<()> {
         fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
     }
-    crate::state::write_atomic(&unit, unit_text(&binary, &policy).as_bytes())?;
+    crate::state::write_atomic_readable(&unit, unit_text(&binary, &policy).as_bytes())?;
     println!("fw: wrote {}", unit.display());
     if no_enable || root != Path::new("/") {
         println!("fw: not enabled (`systemctl enable fw.service` enables it)");
@@ -150,12 +153,14 @@ mod tests {
         );
         for line in [
             "DefaultDependencies=no",
+            "Wants=network-pre.target systemd-udev-settle.service",
+            "After=local-fs.target systemd-modules-load.service systemd-udev-settle.service",
             "Before=network-pre.target shutdown.target",
-            "Wants=network-pre.target",
-            "ConditionPathExists=/etc/fw/policy.toml",
+            "Conflicts=shutdown.target",
             "Type=oneshot",
             "RemainAfterExit=yes",
-            "ExecStart=/usr/sbin/fw-user load /etc/fw/policy.toml --detach --all-interfaces --force",
+            "ExecStart=/usr/sbin/fw-user boot /etc/fw/policy.toml",
+            "ExecReload=/usr/sbin/fw-user load /etc/fw/policy.toml --detach --all-interfaces",
             "WantedBy=sysinit.target",
         ] {
             assert!(t.lines().any(|l| l == line), "{line:?} missing:\n{t}");
@@ -163,6 +168,37 @@ mod tests {
         assert!(
             !t.contains("ExecStop"),
             "stopping must not unload (fail-static)"
+        );
+        assert!(
+            !t.contains("Condition"),
+            "a missing policy loads the built-in one, it does not skip the unit"
+        );
+    }
+
+    #[test]
+    fn systemd_analyze_accepts_the_unit() {
+        let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
+            eprintln!("skipped: no systemd-analyze");
+            return;
+        };
+        assert!(probe.status.success());
+        let root = std::env::temp_dir().join(format!("fw-unit-{}", std::process::id()));
+        let policy = root.join("etc/fw/policy.toml");
+        fs::create_dir_all(policy.parent().unwrap()).unwrap();
+        fs::write(&policy, crate::policy::DEFAULT_POLICY).unwrap();
+        let unit = root.join("fw.service");
+        let binary = std::env::current_exe().unwrap();
+        fs::write(&unit, unit_text(&binary, &policy)).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&unit)
+            .output()
+            .unwrap();
+        let _ = fs::remove_dir_all(&root);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("fw.service"),
+            "systemd-analyze finds fault with the unit:\n{err}"
         );
     }
 }
