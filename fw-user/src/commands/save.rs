@@ -5,6 +5,10 @@
 //! load, not from the file it was loaded from (which may have changed
 //! since); its relative set files are written beside it, at the same
 //! relative paths, from the snapshot too.
+//!
+//! A file it replaces that differs (a policy edited by hand in
+//! `/etc/fw`) is kept as `<name>.bak`, one generation, as editors do:
+//! `save` is run to store what runs, not to throw away an edit.
 
 use std::{
     fs,
@@ -14,7 +18,7 @@ use std::{
 use crate::{
     error::{Error, Result},
     pin::PinLayout,
-    state::{StateDir, relative_set_files, write_atomic},
+    state::{StateDir, relative_set_files, write_atomic_readable},
 };
 
 /// # Errors
@@ -61,10 +65,10 @@ pub fn run(layout: &PinLayout, to: &Path) -> Result<()> {
         if let Some(parent) = target.parent() {
             mkdir(parent)?;
         }
-        write_atomic(&target, &bytes)?;
+        replace(&target, &bytes)?;
         println!("fw: saved set file {}", target.display());
     }
-    write_atomic(to, text.as_bytes())?;
+    replace(to, text.as_bytes())?;
     println!(
         "fw: saved the running policy ({}) to {}",
         running.meta.name,
@@ -78,4 +82,48 @@ pub fn run(layout: &PinLayout, to: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Write `bytes` to `path` (mode 0644), keeping a differing old content
+/// as `path.bak`.
+fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Ok(old) = fs::read(path)
+        && old != bytes
+    {
+        let mut bak = path.as_os_str().to_owned();
+        bak.push(".bak");
+        let bak = std::path::PathBuf::from(bak);
+        write_atomic_readable(&bak, &old)?;
+        println!(
+            "fw: kept the previous {} as {}",
+            path.display(),
+            bak.display()
+        );
+    }
+    write_atomic_readable(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_differing_file_is_kept_as_bak_and_the_new_one_is_world_readable() {
+        let dir = std::env::temp_dir().join(format!("fw-save-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("policy.toml");
+        let bak = dir.join("policy.toml.bak");
+        replace(&file, b"one").unwrap();
+        assert!(!bak.exists(), "nothing to keep the first time");
+        replace(&file, b"one").unwrap();
+        assert!(!bak.exists(), "the same content needs no backup");
+        replace(&file, b"two").unwrap();
+        assert_eq!(fs::read(&bak).unwrap(), b"one");
+        assert_eq!(fs::read(&file).unwrap(), b"two");
+        let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(mode, 0o644);
+    }
 }
