@@ -2,7 +2,9 @@
 //! (with the set file it read at load time, not the file as it is now),
 //! `fw-user install` writes the boot unit, and after an `unload` (all a
 //! reboot leaves: nothing pinned) the unit's command brings the saved
-//! policy back, verified by traffic.
+//! policy back, verified by traffic. If the saved file is gone, the
+//! unit's command loads the built-in safe policy instead of leaving the
+//! host open, even with a `--confirm` probation left by the last boot.
 
 use std::time::Duration;
 
@@ -77,6 +79,12 @@ fn a_saved_policy_comes_back_through_the_boot_unit() {
     assert!(out.contains("not enabled"), "{out}");
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/fw.service")).unwrap();
     assert!(unit.contains("Before=network-pre.target"), "{unit}");
+    assert!(
+        unit.contains(
+            "After=local-fs.target systemd-modules-load.service systemd-udev-settle.service"
+        ),
+        "{unit}"
+    );
     if let Ok(o) = std::process::Command::new("systemd-analyze")
         .args([
             "verify",
@@ -99,19 +107,8 @@ fn a_saved_policy_comes_back_through_the_boot_unit() {
     assert_eq!(probe(OTHER), Connect::Echoed);
     // What systemd would run at boot, with the policy path inside the
     // test's root and the test's pin path.
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart");
-    let mut words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
-    for w in &mut words {
-        if w == "/etc/fw/policy.toml" {
-            *w = saved.display().to_string();
-        }
-    }
     let out = in_netns(&pair.server)
-        .args(&words[1..])
-        .args(["--pin-path", &pin])
+        .args(boot_command(&root, &pin))
         .output()
         .unwrap();
     assert!(
@@ -185,4 +182,85 @@ fn maps_of_another_fw_version_are_refused_not_misread() {
         Connect::Echoed,
         "unload works across versions"
     );
+}
+
+/// The unit's `ExecStart=` words, with the policy path moved under `root`
+/// and the test's pin path appended: what systemd would run at boot.
+fn boot_command(root: &std::path::Path, pin: &str) -> Vec<String> {
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/fw.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut words: Vec<String> = exec
+        .split_whitespace()
+        .skip(1)
+        .map(|w| match w.strip_prefix('/') {
+            Some(rel) if rel.starts_with("etc/fw/") => root.join(rel).display().to_string(),
+            _ => w.to_string(),
+        })
+        .collect();
+    words.extend(["--pin-path".to_string(), pin.to_string()]);
+    words
+}
+
+/// A saved policy lost before boot (removed, or a broken edit) must not
+/// leave the host open: the built-in safe policy runs (SSH in, the rest
+/// dropped) and the unit fails, saying why. A `--confirm` probation the
+/// last boot left behind does not block it.
+#[test]
+fn a_missing_saved_policy_boots_the_built_in_one() {
+    if lacks_privileges() {
+        return;
+    }
+    let pair = Pair::new();
+    let _ssh = EchoServer::start(&pair.server, 22);
+    let _o = EchoServer::start(&pair.server, OTHER);
+    let pin = pair.pin_path();
+    let root = pair.workdir.join("root");
+    let saved = root.join("etc/fw/policy.toml");
+    std::fs::create_dir_all(saved.parent().unwrap()).unwrap();
+    std::fs::write(
+        &saved,
+        format!("[[input]]\nproto = \"tcp\"\ndport = {OTHER}\naction = \"accept\"\n"),
+    )
+    .unwrap();
+    fw_user_ok(
+        &pair.server,
+        &[
+            "install",
+            "--root",
+            &root.display().to_string(),
+            "--policy",
+            "/etc/fw/policy.toml",
+        ],
+    );
+    std::fs::remove_file(&saved).unwrap();
+    // The last boot ended during `load --confirm`: its record stayed, its
+    // watchdog (no such process now) did not.
+    let state = fw_tests::fwcli::state_dir(&pin);
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("pending.json"),
+        r#"{"token":1,"deadline_ms":1,"watchdog_pid":2147483646,"policy_name":"old.toml","unload":true}"#,
+    )
+    .unwrap();
+
+    let out = in_netns(&pair.server)
+        .args(boot_command(&root, &pin))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the unit must show failed: {stdout}");
+    assert!(stdout.contains("left by an earlier boot"), "{stdout}");
+    assert!(
+        stderr.contains("cannot read policy")
+            && stderr.contains("built-in safe policy runs instead"),
+        "{stderr}"
+    );
+    let probe = |port| tcp_probe(&pair.client, server_addr(false, port), WAIT);
+    assert_eq!(probe(22), Connect::Echoed, "SSH stays reachable");
+    assert_eq!(probe(OTHER), Connect::TimedOut, "the rest is dropped");
+    pair.unload();
 }
