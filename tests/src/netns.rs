@@ -264,20 +264,24 @@ impl Pair {
         self.load_file(&file)
     }
 
+    /// The arguments of `fw-user load FILE` guarding the server's veth at
+    /// this pair's pin path, with `extra` and the suite's backend.
+    #[must_use]
+    pub fn load_args(&self, file: &str, extra: &[&str]) -> Vec<String> {
+        let pin = self.pin_path();
+        let mut args: Vec<String> = ["load", file, "--iface", &self.server_if, "--pin-path", &pin]
+            .iter()
+            .chain(extra)
+            .map(ToString::to_string)
+            .collect();
+        args.extend(crate::fwcli::backend_args());
+        args
+    }
+
     /// `fw-user load FILE` in the server namespace, guarding its veth.
     pub fn load_file(&self, file: &str) -> String {
-        let pin = self.pin_path();
-        let mut args = vec![
-            "load",
-            file,
-            "--iface",
-            &self.server_if,
-            "--pin-path",
-            &pin,
-            "--detach",
-        ];
-        let backend = crate::fwcli::backend_args();
-        args.extend(backend.iter().map(String::as_str));
+        let args = self.load_args(file, &["--detach"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         crate::fwcli::fw_user_ok(&self.server, &args)
     }
 

@@ -6,7 +6,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use fw_tests::{
-    fwcli::{backend_args, fw_user},
+    fwcli::fw_user,
     lacks_privileges,
     netns::{Connect, EchoServer, Pair, server_addr, tcp_probe},
 };
@@ -89,23 +89,13 @@ fn every_malformed_policy_is_refused_and_the_running_firewall_stays() {
     let before = running(&pair);
     assert_old_policy_judges(&pair, "before");
 
-    let pin = pair.pin_path();
-    let backend = backend_args();
     let files = corpus();
     assert!(files.len() >= 25, "only {} malformed policies", files.len());
     let mut wrong = Vec::new();
     for (path, line) in &files {
         let file = path.display().to_string();
-        let mut args = vec![
-            "load",
-            &file,
-            "--iface",
-            &pair.server_if,
-            "--pin-path",
-            &pin,
-            "--detach",
-        ];
-        args.extend(backend.iter().map(String::as_str));
+        let args = pair.load_args(&file, &["--detach"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = fw_user(&pair.server, &args);
         let at = format!("{file}:{line}:");
         if r.ok {

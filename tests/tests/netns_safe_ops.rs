@@ -79,16 +79,6 @@ fn as_operator(pair: &Pair, session: &Session, args: &[&str]) -> fw_tests::fwcli
     }
 }
 
-fn load_args<'a>(pair: &'a Pair, file: &'a str, pin: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut args: Vec<String> = ["load", file, "--iface", &pair.server_if, "--pin-path", pin]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    args.extend(extra.iter().map(ToString::to_string));
-    args.extend(backend_args());
-    args
-}
-
 fn probe(pair: &Pair, port: u16) -> Connect {
     tcp_probe(&pair.client, server_addr(false, port), WAIT)
 }
@@ -142,7 +132,7 @@ fn the_guard_refuses_a_policy_that_locks_the_operator_out_and_is_right() {
             r.stderr
         );
     }
-    let args = load_args(&pair, &web_only, &pin, &["--detach"]);
+    let args = pair.load_args(&web_only, &["--detach"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = as_operator(&pair, &session, &args);
     assert!(!r.ok && r.stderr.contains("no way back in"), "{}", r.stderr);
@@ -175,7 +165,7 @@ fn the_guard_refuses_a_policy_that_locks_the_operator_out_and_is_right() {
 
     // --force applies web-only; what the guard predicted happens: the
     // session lives on, a new one cannot be opened.
-    let args = load_args(&pair, &web_only, &pin, &["--detach", "--force"]);
+    let args = pair.load_args(&web_only, &["--detach", "--force"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = as_operator(&pair, &session, &args);
     assert!(r.ok, "{}", r.stderr);
@@ -200,7 +190,7 @@ fn the_guard_refuses_a_policy_that_locks_the_operator_out_and_is_right() {
         "{}",
         r.stderr
     );
-    let args = load_args(&pair, &cuts, &pin, &["--detach", "--force"]);
+    let args = pair.load_args(&cuts, &["--detach", "--force"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert!(as_operator(&pair, &session, &args).ok);
     assert!(!session.echo(b"cut?"), "the forced policy cuts the session");
@@ -230,7 +220,7 @@ fn an_unconfirmed_load_is_rolled_back_and_a_confirmed_one_stays() {
     };
     let old_fingerprint = fingerprint(&pair.status());
 
-    let args = load_args(&pair, &new, &pin, &["--confirm", "6s", "--detach"]);
+    let args = pair.load_args(&new, &["--confirm", "6s", "--detach"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = fw_user_ok(&pair.server, &args);
     assert!(out.contains("fw-user confirm --pin-path"), "{out}");
@@ -338,7 +328,7 @@ fn an_unconfirmed_first_load_rolls_back_to_no_firewall() {
         ..
     } = bed();
     let pin = pair.pin_path();
-    let args = load_args(&pair, &new, &pin, &["--confirm", "8s", "--detach"]);
+    let args = pair.load_args(&new, &["--confirm", "8s", "--detach"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = fw_user_ok(&pair.server, &args);
     assert!(out.contains("no firewall, as before"), "{out}");
