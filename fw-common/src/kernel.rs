@@ -182,7 +182,7 @@ pub const REQUIREMENTS: [Requirement; 18] = [
         feature: Feature::AtomicCmpxchg,
         name: "BPF compare-and-exchange (`BPF_CMPXCHG`)",
         since: ATOMIC_CMPXCHG,
-        used_for: "rate limits",
+        used_for: "rate limits and the TCP windows of connection tracking",
     },
     Requirement {
         feature: Feature::Loop,

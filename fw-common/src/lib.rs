@@ -10,10 +10,11 @@
 //!   renumber, retire a value by renaming it `Reserved…`.
 #![no_std]
 // The kernel build needs a compare-and-swap the BPF target does not expose
-// (see `rate::rate_take`).
+// (see `atomic::compare_exchange`).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+pub mod atomic;
 pub mod checksum;
 pub mod config;
 pub mod conntrack;

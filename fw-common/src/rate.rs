@@ -3,6 +3,8 @@
 //! "theoretical arrival time" word, so every CPU can update it atomically
 //! and the bound holds exactly however many CPUs race for it.
 
+use crate::atomic::compare_exchange;
+
 /// Attempts at the limiter's compare-and-swap before giving up (counted
 /// as suppressed): only CPUs racing for the same limiter retry.
 const CAS_ATTEMPTS: usize = 4;
@@ -40,27 +42,6 @@ pub unsafe fn rate_take(tat: *mut u64, now_ns: u64, interval_ns: u64, tolerance_
         i += 1;
     }
     false
-}
-
-/// Atomically replace `*word` by `new` if it still holds `old`. The BPF
-/// target offers no `AtomicU64::compare_exchange` (its Rust target
-/// declares no compare-and-swap), but the instruction exists since Linux
-/// 5.12 (`BPF_CMPXCHG`), so the kernel build asks LLVM for it directly.
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-unsafe fn compare_exchange(word: *mut u64, old: u64, new: u64) -> bool {
-    use core::intrinsics::AtomicOrdering::Relaxed;
-    // SAFETY: the caller's aligned word.
-    unsafe { core::intrinsics::atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(word, old, new).1 }
-}
-
-#[cfg(not(target_arch = "bpf"))]
-unsafe fn compare_exchange(word: *mut u64, old: u64, new: u64) -> bool {
-    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    // SAFETY: the caller's aligned word, only used atomically.
-    unsafe { AtomicU64::from_ptr(word) }
-        .compare_exchange(old, new, Relaxed, Relaxed)
-        .is_ok()
 }
 
 /// `(interval_ns, tolerance_ns)` of a limiter passing `burst` events at

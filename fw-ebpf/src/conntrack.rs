@@ -11,8 +11,8 @@ use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use fw_common::{
     Direction,
     conntrack::{
-        CT_FLAG_FORWARD, CtEntry, CtKey, CtState, FRAG_TIMEOUT_NS, FragEntry, FragKey, TcpWindow,
-        Timeouts, ct_apply, is_expired, is_original, is_transient_state,
+        CT_FLAG_FORWARD, CtEntry, CtKey, CtState, FRAG_TIMEOUT_NS, FragEntry, FragKey,
+        JudgedWindows, Timeouts, ct_apply, is_expired, is_original, is_transient_state,
     },
 };
 
@@ -139,7 +139,7 @@ pub fn update(
     now: u64,
     timeouts: &Timeouts,
     bytes: u64,
-    windows: Option<&[TcpWindow; 2]>,
+    windows: Option<JudgedWindows<'_>>,
 ) {
     // Evicted or expired meanwhile: nothing to update.
     if let Some((entry, transient)) = slot(key) {
@@ -162,10 +162,11 @@ fn update_at(
     now: u64,
     timeouts: &Timeouts,
     bytes: u64,
-    windows: Option<&[TcpWindow; 2]>,
+    windows: Option<JudgedWindows<'_>>,
 ) {
     // SAFETY: pointer from a map lookup. Another CPU may update the same
-    // entry concurrently; the worst outcome is a slightly stale counter.
+    // entry concurrently: the windows are folded in atomically
+    // (`store_windows`); a counter may come out slightly stale.
     let e = unsafe { &mut *entry };
     ct_apply(e, original, next, now, timeouts, bytes, windows);
     if is_transient_state(next as u8) == was_transient {

@@ -8,9 +8,9 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use fw_common::{
     Direction,
     conntrack::{
-        CT_FLAG_FORWARD, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, FragKey, TcpSeg, TcpStep,
-        TcpWindow, ct_init, datagram_transition, tcp_flags, tcp_flags_valid, tcp_is_pure_syn,
-        tcp_judge,
+        CT_FLAG_FORWARD, CT_FLAG_SEEN_REPLY, CtEntry, CtKey, CtState, FragKey, JudgedWindows,
+        TcpSeg, TcpStep, TcpWindow, ct_init, datagram_transition, tcp_flags, tcp_flags_valid,
+        tcp_is_pure_syn, tcp_judge,
     },
     counters::Counter,
     family, ipproto,
@@ -250,7 +250,11 @@ fn decide_tracked(
                 now,
                 &snap.header.ct_timeouts,
                 pkt.len as u64,
-                if *window { pending_windows() } else { None },
+                if *window {
+                    pending_windows(h.tcp_flags & tcp_flags::SYN != 0)
+                } else {
+                    None
+                },
             );
             Counter::AcceptEstablished
         }
@@ -408,12 +412,13 @@ fn hand_over(
     Some(())
 }
 
-/// The windows `tcp_judge` parked for this packet.
+/// The windows `tcp_judge` parked for this packet, a SYN (`syn`) or not.
 #[inline(always)]
-fn pending_windows() -> Option<&'static [TcpWindow; 2]> {
+fn pending_windows(syn: bool) -> Option<JudgedWindows<'static>> {
     let p = FW_PENDING.get_ptr(0)?;
     // SAFETY: per-CPU slot from a map lookup, used only by this program run.
-    Some(unsafe { &(*p).windows })
+    let windows = unsafe { &(*p).windows };
+    Some(JudgedWindows { windows, syn })
 }
 
 /// The TCP facts the tracker needs (zero for other protocols).
@@ -526,7 +531,10 @@ fn classify_and_apply(dir: Direction) -> Counter {
                 p.now,
                 timeouts,
                 p.bytes,
-                (p.window != 0).then_some(&p.windows),
+                (p.window != 0).then_some(JudgedWindows {
+                    windows: &p.windows,
+                    syn: p.seg.flags & tcp_flags::SYN != 0,
+                }),
             );
             accepted
         }

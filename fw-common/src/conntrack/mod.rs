@@ -22,8 +22,8 @@ mod track;
 )]
 mod window;
 
-pub use track::{ZERO_WINDOW, ct_apply, ct_init, tcp_judge};
-pub use window::{after, before, seg_end, tcp_window, window_open};
+pub use track::{JudgedWindows, ZERO_WINDOW, ct_apply, ct_init, tcp_judge};
+pub use window::{after, before, seg_end, store_windows, tcp_window, window_open};
 
 use crate::Direction;
 
@@ -75,6 +75,8 @@ pub struct CtEntry {
     pub _pad1: [u8; 2],
 }
 const _: () = assert!(size_of::<CtEntry>() == 96);
+// `store_windows` swaps the windows a word at a time.
+const _: () = assert!(core::mem::offset_of!(CtEntry, tcp) % 8 == 0);
 
 /// What one side of a TCP connection has shown of its sequence space
 /// (netfilter's `ip_ct_tcp_state`, without SACK).

@@ -4,7 +4,8 @@
 
 use super::{
     CT_FLAG_LIBERAL, CT_FLAG_SEEN_REPLY, CtEntry, CtState, TcpSeg, TcpStep, TcpWindow, Timeouts,
-    expiry, tcp_is_pure_syn, tcp_transition_raw, window::tcp_window, window::window_open,
+    expiry, tcp_is_pure_syn, tcp_transition_raw, window::store_windows, window::tcp_window,
+    window::window_open,
 };
 
 /// Windows of a flow that tracks none (UDP, ICMP, picked-up TCP).
@@ -48,6 +49,16 @@ pub const fn tcp_judge(
     }
 }
 
+/// The windows `tcp_judge` computed for an accepted segment, for
+/// `ct_apply` to store.
+#[derive(Clone, Copy)]
+pub struct JudgedWindows<'a> {
+    pub windows: &'a [TcpWindow; 2],
+    /// The segment carried SYN: its windows replace the entry's rather
+    /// than being folded into them (`store_windows`).
+    pub syn: bool,
+}
+
 /// Record an accepted packet on its entry: counters, state, expiry under
 /// the policy's `timeouts`, and for TCP the windows `tcp_judge` computed
 /// (when the state table moved the flow).
@@ -59,12 +70,12 @@ pub fn ct_apply(
     now: u64,
     timeouts: &Timeouts,
     bytes: u64,
-    windows: Option<&[TcpWindow; 2]>,
+    windows: Option<JudgedWindows<'_>>,
 ) {
     if let Some(w) = windows {
-        // Another CPU may have moved the windows since this packet was
-        // judged; the later writer wins, as for the counters.
-        e.tcp = *w;
+        // SAFETY: the entry's own windows, 8-aligned (asserted with
+        // `CtEntry`); every writer goes through `store_windows`.
+        unsafe { store_windows(&raw mut e.tcp, w.windows, w.syn) };
     }
     // Two plain branches rather than an index: the verifier must see every
     // offset into the entry as a constant.
@@ -248,7 +259,10 @@ mod tests {
                 self.now,
                 &self.timeouts,
                 60,
-                window.then_some(&windows),
+                window.then_some(JudgedWindows {
+                    windows: &windows,
+                    syn: seg.flags & SYN != 0,
+                }),
             );
             self.entry = Some(e);
             if new { Seen::New } else { Seen::Established }
@@ -440,6 +454,97 @@ mod tests {
             Seen::Established
         );
         assert_eq!(f.state(), CtState::TcpEstablished);
+    }
+
+    /// Both directions judged against the same copy of the entry, as two
+    /// CPUs do under bulk traffic, then stored in either order: neither
+    /// side's progress may be lost, or the ACKs that follow are INVALID.
+    #[test]
+    fn concurrent_directions_keep_both_sides_progress() {
+        for client_stored_first in [true, false] {
+            let mut f = Flow::new();
+            let (c, s) = establish(&mut f);
+            let mut entry = f.entry.unwrap();
+            let snapshot = entry;
+            let judge = |original, seg: TcpSeg| {
+                let mut windows = [ZERO_WINDOW; 2];
+                assert_eq!(
+                    tcp_judge(&snapshot, &seg, original, &mut windows),
+                    TcpStep::To(CtState::TcpEstablished)
+                );
+                windows
+            };
+            let client = judge(true, seg(c, s, 1000, ACK | PSH));
+            let server = judge(false, seg(s, c, 500, ACK | PSH));
+            let store = |e: &mut CtEntry, original, windows: &[TcpWindow; 2]| {
+                let judged = JudgedWindows {
+                    windows,
+                    syn: false,
+                };
+                let next = CtState::TcpEstablished;
+                ct_apply(e, original, next, f.now, &f.timeouts, 60, Some(judged));
+            };
+            if client_stored_first {
+                store(&mut entry, true, &client);
+                store(&mut entry, false, &server);
+            } else {
+                store(&mut entry, false, &server);
+                store(&mut entry, true, &client);
+            }
+            assert_eq!(
+                entry.tcp[0].end,
+                c.wrapping_add(1000),
+                "{client_stored_first}"
+            );
+            assert_eq!(entry.tcp[1].end, s + 500, "{client_stored_first}");
+            f.entry = Some(entry);
+            // Each side acknowledges all the other sent.
+            assert_eq!(
+                f.send(false, seg(s + 500, c.wrapping_add(1000), 0, ACK)),
+                Seen::Established,
+                "{client_stored_first}"
+            );
+            assert_eq!(
+                f.send(true, seg(c.wrapping_add(1000), s + 500, 0, ACK)),
+                Seen::Established,
+                "{client_stored_first}"
+            );
+        }
+    }
+
+    /// A SYN that restarts the handshake with an earlier bound than the
+    /// entry holds still replaces it: folding would keep the old one.
+    #[test]
+    fn a_syn_stores_its_windows_as_judged() {
+        let mut e = ct_new(
+            Direction::Ingress,
+            CtState::TcpSynSent,
+            1,
+            SEC,
+            &DEFAULT_TIMEOUTS,
+            60,
+            0,
+            Some(&seg(1000, 0, 0, SYN)),
+        );
+        let mut w = e.tcp;
+        w[0].maxend = 5;
+        w[0].maxwin = 1;
+        let judged = JudgedWindows {
+            windows: &w,
+            syn: true,
+        };
+        let next = CtState::TcpSynSent;
+        ct_apply(&mut e, true, next, SEC, &DEFAULT_TIMEOUTS, 60, Some(judged));
+        assert_eq!((e.tcp[0].maxend, e.tcp[0].maxwin), (5, 1));
+        // Not a SYN: bounds only move forward.
+        w[0].maxend = 3;
+        let judged = JudgedWindows {
+            windows: &w,
+            syn: false,
+        };
+        let next = CtState::TcpEstablished;
+        ct_apply(&mut e, true, next, SEC, &DEFAULT_TIMEOUTS, 60, Some(judged));
+        assert_eq!(e.tcp[0].maxend, 5);
     }
 
     #[test]

@@ -190,6 +190,115 @@ pub const fn tcp_window(tcp: &mut [TcpWindow; 2], seg: &TcpSeg, original: bool, 
     true
 }
 
+/// Attempts at each compare-and-swap of `store_windows`: only CPUs racing
+/// on the same flow retry.
+const STORE_ATTEMPTS: usize = 4;
+
+/// Of two sequence numbers, the later.
+#[inline(always)]
+const fn seq_max(a: u32, b: u32) -> u32 {
+    if after(b, a) { b } else { a }
+}
+
+/// Store the windows `tcp_window` computed for an accepted segment into
+/// its entry's `cur`.
+///
+/// The segment was judged against a copy of the entry, and a connection's
+/// two directions run on different CPUs (XDP for what arrives, TC for what
+/// leaves, in parallel under bulk traffic). Overwriting the entry with the
+/// copy would undo what the other direction recorded meanwhile: the
+/// client's data would be forgotten and the server's ACK of it judged
+/// INVALID. netfilter holds the entry's lock for this; the datapath instead
+/// folds the copy in: every bound only moves forward (`end`, `maxend` in
+/// sequence space, `maxwin` in size), so the later of the two values is
+/// the right one whichever CPU wrote first. Each side is two words, each
+/// folded with a compare-and-swap.
+///
+/// A SYN (`syn`) may restart a side's sequence space (`tcp_window`'s
+/// reinitialisation), which folding would not undo; the handshake has no
+/// concurrent traffic, so its windows are stored as computed. So is a side
+/// the entry has not seen yet.
+///
+/// # Safety
+/// `cur` points into a map value, 8-aligned, whose windows other CPUs
+/// change only through this function.
+#[inline(always)]
+pub unsafe fn store_windows(cur: *mut [TcpWindow; 2], new: &[TcpWindow; 2], syn: bool) {
+    let cur = cur.cast::<TcpWindow>();
+    // Plain statements per side, not a loop over an index: the datapath's
+    // verifier must see constant offsets.
+    // SAFETY: the caller's windows; side 1 follows side 0.
+    unsafe {
+        store_side(cur, &new[0], syn);
+        store_side(cur.add(1), &new[1], syn);
+    }
+}
+
+/// One side of `store_windows`: `(end, maxend)` and `(maxwin, scale,
+/// flags)` are one word each.
+#[inline(always)]
+unsafe fn store_side(cur: *mut TcpWindow, new: &TcpWindow, syn: bool) {
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "the caller's windows are 8-aligned (asserted with `CtEntry`)"
+    )]
+    let bounds = cur.cast::<u64>();
+    // SAFETY: `TcpWindow` is 16 bytes, the second word is inside it.
+    let sizes = unsafe { bounds.add(1) };
+    // SAFETY: the caller's aligned words; a stale read only makes the
+    // exchange below fail and retry.
+    let replace = syn || unsafe { core::ptr::read_volatile(&raw const (*cur).maxwin) } == 0;
+    let mut i = 0;
+    while i < STORE_ATTEMPTS {
+        // SAFETY: as above.
+        let old = unsafe { core::ptr::read_volatile(bounds) };
+        let [end, maxend] = split(old);
+        let want = if replace {
+            join(new.end, new.maxend)
+        } else {
+            join(seq_max(end, new.end), seq_max(maxend, new.maxend))
+        };
+        // SAFETY: as above.
+        if want == old || unsafe { crate::atomic::compare_exchange(bounds, old, want) } {
+            break;
+        }
+        i += 1;
+    }
+    // Padding stays zero.
+    let tail = u32::from_ne_bytes([new.scale, new.flags, 0, 0]);
+    let mut i = 0;
+    while i < STORE_ATTEMPTS {
+        // SAFETY: as above.
+        let old = unsafe { core::ptr::read_volatile(sizes) };
+        let [maxwin, _] = split(old);
+        let maxwin = if replace || new.maxwin > maxwin {
+            new.maxwin
+        } else {
+            maxwin
+        };
+        let want = join(maxwin, tail);
+        // SAFETY: as above.
+        if want == old || unsafe { crate::atomic::compare_exchange(sizes, old, want) } {
+            break;
+        }
+        i += 1;
+    }
+}
+
+/// The two `u32` fields stored in one word, in memory order.
+#[inline(always)]
+const fn split(word: u64) -> [u32; 2] {
+    // SAFETY: any 8 bytes are two valid `u32`s.
+    unsafe { core::mem::transmute::<u64, [u32; 2]>(word) }
+}
+
+/// The word holding two `u32` fields, in memory order.
+#[inline(always)]
+const fn join(first: u32, second: u32) -> u64 {
+    // SAFETY: any 8 bytes are a valid `u64`.
+    unsafe { core::mem::transmute::<[u32; 2], u64>([first, second]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
