@@ -56,11 +56,11 @@ pub fn run(opts: &Options) -> Result<()> {
     if !status.success() {
         bail!("building fw-user and fw-bench failed ({status})");
     }
-    let release = root.join("target").join("release");
+    let release = crate::workspace::target_dir().join("release");
     let out = opts
         .out
         .clone()
-        .unwrap_or_else(|| root.join("target").join("bench"));
+        .unwrap_or_else(|| crate::workspace::target_dir().join("bench"));
     let mut bench = Command::new(release.join("fw-bench"));
     bench
         .current_dir(&root)

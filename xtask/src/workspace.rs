@@ -15,6 +15,14 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` (relative to the
+/// workspace root, as cargo takes it) or `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root().join("target"), |d| root().join(d))
+}
+
 fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root()).args(args);
@@ -33,8 +41,7 @@ fn check(cmd: &mut Command) -> Result<()> {
 }
 
 fn fw_user_path(release: bool) -> PathBuf {
-    root()
-        .join("target")
+    target_dir()
         .join(if release { "release" } else { "debug" })
         .join("fw-user")
 }
@@ -443,7 +450,7 @@ fn vm_suite(
         memory_mib: 4096,
         timeout: plan.vm_timeout,
         cwd: root().join("tests"),
-        workdir: root().join("target").join("vm"),
+        workdir: target_dir().join("vm"),
     };
     let mut result = KernelResult {
         label: kernel.label.clone(),
