@@ -197,6 +197,25 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command only reads and prints: nothing of the host changes
+    /// whenever it stops. `fw-user status | head` may then end it the way
+    /// it ends `cat` (SIGPIPE) rather than with a panic on the closed pipe.
+    #[must_use]
+    pub const fn only_reads(&self) -> bool {
+        match self {
+            Self::Check { .. }
+            | Self::Events { .. }
+            | Self::Metrics { .. }
+            | Self::Export { .. }
+            | Self::Import { .. }
+            | Self::Status { .. } => true,
+            Self::Conntrack { command } => matches!(command, ConntrackCommand::List { .. }),
+            _ => false,
+        }
+    }
+}
+
 /// `fw-user conntrack …`: the connection tables, like `conntrack -L/-D/-F`.
 #[derive(Debug, Subcommand)]
 pub enum ConntrackCommand {
@@ -350,5 +369,44 @@ impl PinArg {
                 .clone()
                 .unwrap_or_else(crate::pin::default_pin_path),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    fn only_reads(args: &[&str]) -> bool {
+        let command_line = std::iter::once("fw-user").chain(args.iter().copied());
+        Cli::try_parse_from(command_line)
+            .unwrap()
+            .command
+            .only_reads()
+    }
+
+    #[test]
+    fn only_commands_that_change_nothing_may_die_of_a_closed_pipe() {
+        for reads in [
+            &["check"][..],
+            &["status"],
+            &["export"],
+            &["events"],
+            &["conntrack", "list"],
+        ] {
+            assert!(only_reads(reads), "{reads:?}");
+        }
+        for writes in [
+            &["load"][..],
+            &["unload"],
+            &["confirm"],
+            &["rollback"],
+            &["save"],
+            &["boot"],
+            &["conntrack", "flush"],
+        ] {
+            assert!(!only_reads(writes), "{writes:?}");
+        }
     }
 }
