@@ -1,6 +1,43 @@
 //! The one atomic the datapath needs beyond what its Rust target offers: a
 //! 64-bit compare-and-swap on a map value's word, for state that every CPU
-//! updates (rate limiters, a connection's TCP windows).
+//! updates (rate limiters, a connection's TCP windows), and the retry loop
+//! every such update runs.
+
+/// Replace `*word` by `next(old)` atomically, retrying while other CPUs
+/// change the word in between, at most `attempts` times (only CPUs racing
+/// for the same word retry). `next` returning `None` leaves the word as it
+/// is. True when the word was set (or already held the value), false when
+/// `next` declined or every attempt lost the race.
+///
+/// # Safety
+/// `word` points at an aligned `u64` that other CPUs change only through
+/// `compare_exchange`.
+#[expect(
+    clippy::inline_always,
+    reason = "the kernel build must not make BPF-to-BPF calls"
+)]
+#[inline(always)]
+pub unsafe fn update(
+    word: *mut u64,
+    attempts: usize,
+    mut next: impl FnMut(u64) -> Option<u64>,
+) -> bool {
+    let mut i = 0;
+    while i < attempts {
+        // SAFETY: the caller's aligned word; a torn read cannot happen on
+        // an aligned u64, and a stale one only makes the exchange fail.
+        let old = unsafe { core::ptr::read_volatile(word) };
+        let Some(new) = next(old) else {
+            return false;
+        };
+        // SAFETY: as above.
+        if new == old || unsafe { compare_exchange(word, old, new) } {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
 
 /// Atomically replace `*word` by `new` if it still holds `old`. The BPF
 /// target offers no `AtomicU64::compare_exchange` (its Rust target

@@ -3,7 +3,7 @@
 //! "theoretical arrival time" word, so every CPU can update it atomically
 //! and the bound holds exactly however many CPUs race for it.
 
-use crate::atomic::compare_exchange;
+use crate::atomic::update;
 
 /// Attempts at the limiter's compare-and-swap before giving up (counted
 /// as suppressed): only CPUs racing for the same limiter retry.
@@ -26,22 +26,13 @@ const CAS_ATTEMPTS: usize = 4;
 )]
 #[inline(always)]
 pub unsafe fn rate_take(tat: *mut u64, now_ns: u64, interval_ns: u64, tolerance_ns: u64) -> bool {
-    let mut i = 0;
-    while i < CAS_ATTEMPTS {
-        // SAFETY: the caller's word; a torn read cannot happen on an
-        // aligned u64, and a stale one only makes the exchange fail.
-        let old = unsafe { core::ptr::read_volatile(tat) };
-        let base = if old > now_ns { old } else { now_ns };
-        if base - now_ns > tolerance_ns {
-            return false;
-        }
-        // SAFETY: as above.
-        if unsafe { compare_exchange(tat, old, base + interval_ns) } {
-            return true;
-        }
-        i += 1;
+    // SAFETY: the caller's word, updated only atomically.
+    unsafe {
+        update(tat, CAS_ATTEMPTS, |old| {
+            let base = if old > now_ns { old } else { now_ns };
+            (base - now_ns <= tolerance_ns).then_some(base + interval_ns)
+        })
     }
-    false
 }
 
 /// `(interval_ns, tolerance_ns)` of a limiter passing `burst` events at

@@ -245,43 +245,32 @@ unsafe fn store_side(cur: *mut TcpWindow, new: &TcpWindow, syn: bool) {
     let bounds = cur.cast::<u64>();
     // SAFETY: `TcpWindow` is 16 bytes, the second word is inside it.
     let sizes = unsafe { bounds.add(1) };
-    // SAFETY: the caller's aligned words; a stale read only makes the
+    // SAFETY: the caller's aligned words; a stale read only makes an
     // exchange below fail and retry.
     let replace = syn || unsafe { core::ptr::read_volatile(&raw const (*cur).maxwin) } == 0;
-    let mut i = 0;
-    while i < STORE_ATTEMPTS {
-        // SAFETY: as above.
-        let old = unsafe { core::ptr::read_volatile(bounds) };
-        let [end, maxend] = split(old);
-        let want = if replace {
-            join(new.end, new.maxend)
-        } else {
-            join(seq_max(end, new.end), seq_max(maxend, new.maxend))
-        };
-        // SAFETY: as above.
-        if want == old || unsafe { crate::atomic::compare_exchange(bounds, old, want) } {
-            break;
-        }
-        i += 1;
+    // SAFETY: the caller's aligned words, changed only atomically.
+    unsafe {
+        crate::atomic::update(bounds, STORE_ATTEMPTS, |old| {
+            let [end, maxend] = split(old);
+            Some(if replace {
+                join(new.end, new.maxend)
+            } else {
+                join(seq_max(end, new.end), seq_max(maxend, new.maxend))
+            })
+        });
     }
     // Padding stays zero.
     let tail = u32::from_ne_bytes([new.scale, new.flags, 0, 0]);
-    let mut i = 0;
-    while i < STORE_ATTEMPTS {
-        // SAFETY: as above.
-        let old = unsafe { core::ptr::read_volatile(sizes) };
-        let [maxwin, _] = split(old);
-        let maxwin = if replace || new.maxwin > maxwin {
-            new.maxwin
-        } else {
-            maxwin
-        };
-        let want = join(maxwin, tail);
-        // SAFETY: as above.
-        if want == old || unsafe { crate::atomic::compare_exchange(sizes, old, want) } {
-            break;
-        }
-        i += 1;
+    // SAFETY: as above.
+    unsafe {
+        crate::atomic::update(sizes, STORE_ATTEMPTS, |old| {
+            let [maxwin, _] = split(old);
+            let grown = new.maxwin > maxwin;
+            Some(join(
+                if replace || grown { new.maxwin } else { maxwin },
+                tail,
+            ))
+        });
     }
 }
 
